@@ -1,0 +1,38 @@
+# One venv in the repo (.venv/); torch goes in first as the CPU wheel so nothing pulls a CUDA build.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install test test-all lint quickstart bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH_PIN)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "import torch, av; print('torch', torch.__version__, 'av', av.__version__)"
+	touch $(STAMP)
+
+# pytest exits 5 when it collects no test; that is not a failure of the code under test.
+test: install
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; else exit $$rc; fi
+
+test-all: install
+	$(PY) -m pytest -q -m ''
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+quickstart: install
+	$(VENV)/bin/ovmllm quickstart
+
+bench: install
+	$(PY) benchmarks/codec_speed.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Pixels to visual features: codec patch selection, packed visual tokens, towers."""

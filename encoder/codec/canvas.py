@@ -1,0 +1,172 @@
+"""Where a frame lands on the square canvas that patches are cut from (PAPER.md section 2, item 3).
+
+- `letterbox` (LLM path, 576 px, 16-px cells): the longer side is scaled to the canvas,
+  `round()` gives the other side (at least 1 px), the image is centred with floor offsets and
+  zero padding. A patch is a candidate only when it lies fully inside the content box.
+- `crop` (probe path, 224 px, 14-px patches): the shorter side is scaled to the canvas and the
+  centre is cropped; every patch is content.
+Maps and pixels go through the same geometry (bilinear resize, like the reference's
+INTER_LINEAR), after display rotation, so a score and the pixels it scores always line up.
+A map's patch score is the sum over the patch of the map resized onto the canvas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from av.video.reformatter import VideoReformatter
+
+from encoder.codec.motion import CELL
+
+
+@dataclass(frozen=True)
+class CanvasGeometry:
+    mode: str
+    size: int
+    patch: int
+    resize_h: int  # the frame (display orientation) is resized to resize_h x resize_w ...
+    resize_w: int
+    offset_y: int  # ... and its top-left corner lands here (negative: cropped away)
+    offset_x: int
+
+    @property
+    def grid(self) -> int:
+        return self.size // self.patch
+
+    @property
+    def content_box(self) -> tuple[int, int, int, int]:
+        """(top, left, bottom, right) of real pixels on the canvas, bottom/right exclusive."""
+        top, left = max(self.offset_y, 0), max(self.offset_x, 0)
+        bottom = min(self.offset_y + self.resize_h, self.size)
+        right = min(self.offset_x + self.resize_w, self.size)
+        return top, left, bottom, right
+
+    def candidate_mask(self) -> np.ndarray:
+        """[grid, grid] bool: patches fully inside the content box."""
+        top, left, bottom, right = self.content_box
+        starts = np.arange(self.grid) * self.patch
+        rows = (starts >= top) & (starts + self.patch <= bottom)
+        cols = (starts >= left) & (starts + self.patch <= right)
+        return rows[:, None] & cols[None, :]
+
+
+def canvas_geometry(height: int, width: int, mode: str, size: int, patch: int) -> CanvasGeometry:
+    """Geometry for a frame of `height` x `width` pixels in display orientation."""
+    if mode == "letterbox":
+        scale = size / max(height, width)
+        rh, rw = max(1, round(height * scale)), max(1, round(width * scale))
+        return CanvasGeometry(mode, size, patch, rh, rw, (size - rh) // 2, (size - rw) // 2)
+    scale = size / min(height, width)
+    rh, rw = max(size, round(height * scale)), max(size, round(width * scale))
+    return CanvasGeometry(mode, size, patch, rh, rw, -((rh - size) // 2), -((rw - size) // 2))
+
+
+def _paste(canvas: np.ndarray, image: np.ndarray, geo: CanvasGeometry) -> np.ndarray:
+    top, left, bottom, right = geo.content_box
+    src_y, src_x = top - geo.offset_y, left - geo.offset_x
+    canvas[top:bottom, left:right] = image[
+        src_y : src_y + bottom - top, src_x : src_x + right - left
+    ]
+    return canvas
+
+
+def _resize_weights(src: int, dst: int) -> np.ndarray:
+    """[dst, src] matrix of 1-D linear resampling, exactly torch's bilinear (half-pixel centres)."""
+    basis = torch.eye(src, dtype=torch.float64)[None]  # each source pixel as a signal
+    weights = F.interpolate(basis, size=dst, mode="linear", align_corners=False)[0]  # [src, dst]
+    return weights.T.numpy()
+
+
+def _pool_rows(weights: np.ndarray, offset: int, size: int, patch: int) -> np.ndarray:
+    """Sum resized rows into the patch rows of the canvas they land on: [size // patch, src]."""
+    rows = offset + np.arange(weights.shape[0])
+    inside = (rows >= 0) & (rows < size)
+    pooled = np.zeros((size // patch, weights.shape[1]), np.float64)
+    np.add.at(pooled, rows[inside] // patch, weights[inside])
+    return pooled
+
+
+class PatchPooler:
+    """Patch scores of a map: rotate to display, bilinear resize onto the canvas, zero padding,
+    sum per patch.
+
+    All of it is linear, so it collapses into `left @ map @ right` with a [grid, H] and a
+    [W, grid] matrix built once per video; no canvas-sized map is ever materialised. A map that
+    is constant on 4x4 motion cells pools straight from the cells through `left_cells` /
+    `right_cells` (the nearest-neighbour upsampling folded into the matrices).
+    """
+
+    def __init__(self, geo: CanvasGeometry, height: int, width: int, rotation: int) -> None:
+        """`height` x `width`: the decoded frame; `rotation`: display rotation in degrees."""
+        self.turns = rotation // 90 % 4
+        disp_h, disp_w = (width, height) if self.turns % 2 else (height, width)
+        rows = _resize_weights(disp_h, geo.resize_h)
+        cols = _resize_weights(disp_w, geo.resize_w)
+        left = _pool_rows(rows, geo.offset_y, geo.size, geo.patch)  # [grid, disp_h]
+        right = _pool_rows(cols, geo.offset_x, geo.size, geo.patch).T  # [disp_w, grid]
+        self.left, self.right = left.astype(np.float32), right.astype(np.float32)
+        # Which row / column of the rotated cell grid each display row / column falls in.
+        gh, gw = -(-height // CELL), -(-width // CELL)
+        pixel_cell = (np.arange(height) // CELL)[:, None] * gw + (np.arange(width) // CELL)[None]
+        pixel_cell = np.rot90(pixel_cell, self.turns)
+        cell_ids = np.rot90(np.arange(gh * gw).reshape(gh, gw), self.turns)
+        row_of, col_of = np.empty(gh * gw, np.int64), np.empty(gh * gw, np.int64)
+        row_of[cell_ids.ravel()] = np.repeat(np.arange(cell_ids.shape[0]), cell_ids.shape[1])
+        col_of[cell_ids.ravel()] = np.tile(np.arange(cell_ids.shape[1]), cell_ids.shape[0])
+        self.row_cell = row_of[pixel_cell[:, 0]]  # [disp_h]
+        self.col_cell = col_of[pixel_cell[0, :]]  # [disp_w]
+        left_cells = np.zeros((left.shape[0], cell_ids.shape[0]))
+        np.add.at(left_cells.T, self.row_cell, left.T)
+        right_cells = np.zeros((cell_ids.shape[1], right.shape[1]))
+        np.add.at(right_cells, self.col_cell, right)
+        self.left_cells = left_cells.astype(np.float32)
+        self.right_cells = right_cells.astype(np.float32)
+
+    def display(self, decoded: np.ndarray) -> np.ndarray:
+        """A decoded-orientation map (pixels or cells) in display orientation."""
+        return np.rot90(decoded, self.turns) if self.turns else decoded
+
+    def pool(self, pixels: np.ndarray) -> np.ndarray:
+        """[H, W] map (decoded orientation) → [grid, grid] float32 patch sums."""
+        return self.pool_display(self.display(pixels))
+
+    def pool_display(self, pixels: np.ndarray) -> np.ndarray:
+        """Same for a map already in display orientation."""
+        return (self.left @ pixels) @ self.right
+
+    def pool_cells(self, cells: np.ndarray) -> np.ndarray:
+        """Same for a map given per 4x4 cell [H/4, W/4] and nearest-upsampled to pixels."""
+        return (self.left_cells @ self.display(cells)) @ self.right_cells
+
+    def cells_to_display_pixels(self, cells: np.ndarray) -> np.ndarray:
+        """The nearest-upsampled pixel map of `cells`, in display orientation."""
+        return self.display(cells)[self.row_cell][:, self.col_cell]
+
+
+def frame_to_canvas(
+    frame: av.VideoFrame, rotation: int, geo: CanvasGeometry, reformatter: VideoReformatter
+) -> np.ndarray:
+    """RGB canvas [size, size, 3] uint8 of a decoded frame: resize + convert, rotate, place.
+
+    swscale's FAST_BILINEAR is the 2-tap bilinear of cv2.INTER_LINEAR (the reference's resize);
+    one reformatter per video keeps its scaling context cached across frames.
+    """
+    turns = rotation // 90 % 4
+    out_h, out_w = (geo.resize_w, geo.resize_h) if turns % 2 else (geo.resize_h, geo.resize_w)
+    rgb = reformatter.reformat(
+        frame, width=out_w, height=out_h, format="rgb24", interpolation="FAST_BILINEAR"
+    )
+    image = np.rot90(rgb.to_ndarray(), turns)
+    canvas = np.zeros((geo.size, geo.size, 3), np.uint8)
+    return _paste(canvas, image, geo)
+
+
+def cut_patches(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:
+    """Patches at grid cells (rows[i], cols[i]) of an RGB canvas: [n, 3, p, p] uint8."""
+    g = canvas.shape[0] // patch
+    cells = canvas.reshape(g, patch, g, patch, 3).transpose(0, 2, 4, 1, 3)  # [g, g, 3, p, p]
+    return np.ascontiguousarray(cells[rows, cols])

@@ -1,0 +1,97 @@
+"""Settings of codec patch selection (PAPER.md section 2); defaults are the LLM-data path."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+CANVAS_MODES = ("letterbox", "crop")
+FULL_FRAME_POLICIES = ("first", "iframes", "none")
+COMPENSATIONS = ("none", "median", "similarity", "affine")
+RESIDUAL_MODES = ("diff", "mc")
+FUSIONS = ("mean", "max", "sum", "geomean")
+# Canvas size and patch per canvas mode when not given: the LLM path (576 px, 16-px cells,
+# 36x36 grid) and the probe path (224 px, 14-px patches, 16x16 grid).
+CANVAS_DEFAULTS = {"letterbox": (576, 16), "crop": (224, 14)}
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"codec.{key}={value!r} is not one of {', '.join(choices)}")
+
+
+@dataclass
+class CodecConfig:
+    """How one video becomes K selected patches.
+
+    `budget` (patches) wins over `budget_frames` (frame-equivalents: K = budget_frames x
+    patches per canvas frame) when both are set.
+    """
+
+    frames: int = 64  # T sampled frames, floor(linspace(0, N-1, T))
+    canvas: str = "letterbox"  # letterbox (zero padding) | crop (resize shorter side, centre crop)
+    canvas_size: int | None = None  # default per canvas mode: 576 letterbox, 224 crop
+    patch: int | None = None  # default per canvas mode: 16 letterbox, 14 crop
+    budget_frames: float | None = 8.0
+    budget: int | None = None
+    full_frame: str = "first"  # first | iframes | none
+    compensate: str = "median"  # none | median | similarity | affine
+    residual: str = "diff"  # diff (|Y_t - Y_t-1|) | mc (motion-compensated reconstruction)
+    fusion: str = "mean"  # mean (1:1) | max | sum | geomean
+    motion_floor: float = 1e-6  # floor of the 95th-percentile normaliser of the motion map
+    residual_floor: float = 1.0  # same for the residual map
+    threads: int = 1  # decoder threads; slice threading only (frame threading breaks MVs)
+    overlap: bool = True  # score sampled frames on a helper thread while decoding goes on
+    max_decode_seconds: float = 300.0  # a video that takes longer is a VideoDecodeError
+    reencode_gop: int = 32  # fallback re-encode for streams without exported vectors
+    reencode_preset: str = "veryfast"
+
+    def __post_init__(self) -> None:
+        _check_choice("canvas", self.canvas, CANVAS_MODES)
+        _check_choice("full_frame", self.full_frame, FULL_FRAME_POLICIES)
+        _check_choice("compensate", self.compensate, COMPENSATIONS)
+        _check_choice("residual", self.residual, RESIDUAL_MODES)
+        _check_choice("fusion", self.fusion, FUSIONS)
+        default_size, default_patch = CANVAS_DEFAULTS[self.canvas]
+        if self.canvas_size is None:
+            self.canvas_size = default_size
+        if self.patch is None:
+            self.patch = default_patch
+        if self.frames < 1:
+            raise ValueError(f"codec.frames={self.frames} must be >= 1")
+        if self.patch < 1 or self.canvas_size % self.patch:
+            raise ValueError(
+                f"codec.canvas_size={self.canvas_size} must be a multiple of "
+                f"codec.patch={self.patch}"
+            )
+        if self.budget is None and self.budget_frames is None:
+            raise ValueError(
+                "set codec.budget (patches) or codec.budget_frames (frame-equivalents)"
+            )
+        if self.threads < 1:
+            raise ValueError(f"codec.threads={self.threads} must be >= 1")
+        if self.num_patches < 1:
+            raise ValueError(f"codec budget resolves to K={self.num_patches}; it must be >= 1")
+        if self.full_frame == "first" and self.num_patches < self.patches_per_frame:
+            raise ValueError(
+                f"codec budget K={self.num_patches} is smaller than one whole frame "
+                f"({self.patches_per_frame} patches) but full_frame='first' keeps frame 0 whole"
+            )
+
+    @property
+    def grid(self) -> int:
+        """Patches per canvas side (36 on the 576/16 canvas, 16 on 224/14)."""
+        return self.canvas_size // self.patch
+
+    @property
+    def patches_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def num_patches(self) -> int:
+        """K, the exact number of patch rows every selection returns."""
+        if self.budget is not None:
+            return int(self.budget)
+        return round(self.budget_frames * self.patches_per_frame)
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,285 @@
+"""Codec patch selection for one video, top to bottom (PAPER.md section 2).
+
+probe (count packets) → plan T frame ids → decode once, scoring each sampled frame as it comes
+(motion field → compensated magnitude, residual → normalise, fuse → rotate → canvas → patch
+sums) → whole frames by policy → one global top-K over the rest → cut patches.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from av.video.reformatter import VideoReformatter
+from threadpoolctl import threadpool_limits
+
+from encoder.codec import motion, residual, saliency
+from encoder.codec.canvas import (
+    CanvasGeometry,
+    PatchPooler,
+    canvas_geometry,
+    cut_patches,
+    frame_to_canvas,
+)
+from encoder.codec.config import CodecConfig
+from encoder.codec.decode import PICT_TYPE_I, DecodeStats, SampledFrame, decode_sampled, probe_video
+from encoder.codec.errors import VideoDecodeError
+from encoder.codec.selection import PatchSelection, codec_timeline, uniform_timeline
+
+
+def _single_blas_thread(fn):
+    """Run with one BLAS thread: the per-frame matrices are small, and OpenBLAS workers that
+    spin on the other cores would double the CPU time (and starve dataloader workers)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def sample_indices(num_frames: int, count: int) -> np.ndarray:
+    """floor(linspace(0, N-1, T)): uniform on the original timeline. With N < T frames repeat
+    (each original frame appears about T/N times, in order)."""
+    return np.floor(np.linspace(0, num_frames - 1, count)).astype(np.int64)
+
+
+def resolve_plan(plan: np.ndarray, kept: list[int], decoded: int) -> tuple[np.ndarray, bool]:
+    """Frame ids actually used. Exact when the decode matched the planned count; otherwise the
+    plan is redone on the decoded count and each index is served by the nearest kept frame."""
+    target = sample_indices(decoded, len(plan))
+    if np.array_equal(target, plan) and set(plan.tolist()) <= set(kept):
+        return plan, True
+    kept_arr = np.asarray(sorted(kept))
+    nearest = np.abs(kept_arr[None, :] - target[:, None]).argmin(axis=1)
+    return kept_arr[nearest], False
+
+
+@dataclass
+class ScoredFrame:
+    ordinal: int
+    pict_type: int
+    canvas: np.ndarray  # [size, size, 3] uint8 RGB
+    scores: np.ndarray | None  # [grid, grid] float32 patch saliency (None for uniform frames)
+
+
+class FrameScorer:
+    """Scores one sampled frame's patches; owns the video's canvas geometry."""
+
+    def __init__(self, cfg: CodecConfig, with_scores: bool = True) -> None:
+        self.cfg = cfg
+        self.with_scores = with_scores
+        self.geometry: CanvasGeometry | None = None
+        self.pooler: PatchPooler | None = None
+        self.rotation = 0
+        self.seconds = 0.0
+        self.reformatter = VideoReformatter()
+
+    def __call__(self, sf: SampledFrame) -> ScoredFrame:
+        start = time.perf_counter()
+        if self.geometry is None:  # display size is known from the first frame's rotation
+            h, w = sf.luma.shape
+            self.rotation = sf.rotation
+            if sf.rotation % 180:
+                h, w = w, h
+            cfg = self.cfg
+            self.geometry = canvas_geometry(h, w, cfg.canvas, cfg.canvas_size, cfg.patch)
+            self.pooler = PatchPooler(self.geometry, *sf.luma.shape, sf.rotation)
+        scores = self._scores(sf) if self.with_scores else None
+        canvas = frame_to_canvas(sf.frame, self.rotation, self.geometry, self.reformatter)
+        self.seconds += time.perf_counter() - start
+        return ScoredFrame(sf.ordinal, sf.pict_type, canvas, scores)
+
+    def _scores(self, sf: SampledFrame) -> np.ndarray:
+        cfg = self.cfg
+        h, w = sf.luma.shape
+        vx, vy, covered = motion.motion_field(sf.motion_vectors, h, w)
+        magnitude = motion.motion_magnitude(vx, vy, covered, cfg.compensate)
+        if cfg.residual == "mc":
+            res = residual.motion_compensated(sf.luma, sf.prev_luma, vx, vy)
+        else:
+            res = residual.frame_difference(sf.luma, sf.prev_luma)
+        motion_map, motion_scale, res_map, res_scale = saliency.clip_to_percentile(
+            magnitude, res, cfg.motion_floor, cfg.residual_floor
+        )
+        pooler = self.pooler
+        if cfg.fusion in saliency.LINEAR_FUSIONS:  # pool each map on its own: no pixel motion map
+            w_motion, w_res = saliency.LINEAR_FUSIONS[cfg.fusion]
+            return (w_motion / motion_scale) * pooler.pool_cells(motion_map) + (
+                w_res / res_scale
+            ) * pooler.pool(res_map)
+        motion_pixels = pooler.cells_to_display_pixels(motion_map) / np.float32(motion_scale)
+        res_pixels = pooler.display(res_map) / np.float32(res_scale)
+        return pooler.pool_display(saliency.fuse_pixels(motion_pixels, res_pixels, cfg.fusion))
+
+
+def whole_frames(pict_types: list[int], policy: str, budget: int, per_frame: int) -> list[int]:
+    """Sampled frames kept whole: `first` → [0]; `iframes` → every I-frame, earliest first, as
+    many as the budget holds; `none` → []."""
+    if policy == "first":
+        return [0]
+    if policy == "iframes":
+        iframes = [t for t, kind in enumerate(pict_types) if kind == PICT_TYPE_I]
+        return iframes[: budget // per_frame]
+    return []
+
+
+def choose_rows(
+    scores: np.ndarray, candidates: np.ndarray, whole: list[int], budget: int
+) -> tuple[np.ndarray, int]:
+    """Positions [K, 3] (t, h, w) sorted by (t, h, w), and the number of scored candidates.
+
+    Whole frames contribute every patch (padding included); the remaining budget goes to one
+    global top-K over candidate patches of the other frames, ties broken by lower flat index
+    t * hb * wb + h * wb + w. Fewer candidates than K: the last row repeats up to exactly K.
+    """
+    _, hb, wb = scores.shape
+    per_frame = hb * wb
+    eligible = np.broadcast_to(candidates, scores.shape).copy()
+    eligible[whole] = False
+    flat_eligible = np.flatnonzero(eligible)
+    remaining = budget - len(whole) * per_frame
+    order = np.argsort(-scores.ravel()[flat_eligible], kind="stable")
+    chosen = flat_eligible[order[:remaining]]
+    whole_idx = (np.asarray(whole, np.int64)[:, None] * per_frame + np.arange(per_frame)).ravel()
+    flat = np.sort(np.concatenate([whole_idx, chosen]))
+    if len(flat) < budget:
+        flat = np.concatenate([flat, np.full(budget - len(flat), flat[-1])])
+    t, rest = np.divmod(flat, per_frame)
+    h, w = np.divmod(rest, wb)
+    return np.stack([t, h, w], axis=1).astype(np.int32), len(flat_eligible)
+
+
+@_single_blas_thread
+def _decode_and_score(
+    path: str | Path, cfg: CodecConfig, count: int, with_scores: bool
+) -> tuple[np.ndarray, dict[int, ScoredFrame], FrameScorer, dict]:
+    start = time.perf_counter()
+    probe = probe_video(path, cfg)
+    plan = sample_indices(probe.num_packets, count)
+    stats = DecodeStats()
+    scorer = FrameScorer(cfg, with_scores)
+    frames = decode_sampled(probe, set(plan.tolist()), cfg, stats, with_motion=with_scores)
+    if cfg.overlap:
+        # PyAV releases the GIL while decoding, so scoring frame t overlaps decoding frame t+1.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = [(sf.ordinal, pool.submit(scorer, sf)) for sf in frames]
+        kept = {ordinal: future.result() for ordinal, future in pending}
+    else:
+        kept = {sf.ordinal: scorer(sf) for sf in frames}
+    if not kept:
+        raise VideoDecodeError(path, "no sampled frame could be decoded")
+    frame_ids, exact = resolve_plan(plan, sorted(kept), stats.frames_decoded)
+    geo = scorer.geometry
+    h, w = (
+        (probe.height, probe.width) if scorer.rotation % 180 == 0 else (probe.width, probe.height)
+    )
+    meta = {
+        "source": str(path),
+        "source_codec": probe.codec,
+        "resolution": [w, h],
+        "rotation": scorer.rotation,
+        "fps": probe.fps,
+        "motion_source": probe.motion_source if with_scores else "none",
+        "frames_planned": probe.num_packets,
+        "frames_decoded": stats.frames_decoded,
+        "frames_in_header": probe.header_frames,
+        "plan_exact": exact,
+        "packet_errors": stats.packet_errors,
+        "frames_with_vectors": stats.frames_with_vectors,
+        "T": count,
+        "canvas": {"mode": geo.mode, "size": geo.size, "patch": geo.patch},
+        "hb": geo.grid,
+        "wb": geo.grid,
+        "pad_box": list(geo.content_box),
+        "timings": {
+            "decode_s": stats.seconds - scorer.seconds,
+            "score_s": scorer.seconds,
+            "total_s": time.perf_counter() - start,
+        },
+    }
+    return frame_ids, kept, scorer, meta
+
+
+def _cut(
+    frame_ids: np.ndarray, kept: dict[int, ScoredFrame], positions: np.ndarray, patch: int
+) -> np.ndarray:
+    """Pixels of the selected patches, [K, 3, p, p] uint8."""
+    out = np.empty((len(positions), 3, patch, patch), np.uint8)
+    for t in np.unique(positions[:, 0]):
+        rows = np.flatnonzero(positions[:, 0] == t)
+        canvas = kept[int(frame_ids[t])].canvas
+        out[rows] = cut_patches(canvas, positions[rows, 1], positions[rows, 2], patch)
+    return out
+
+
+def select_patches(path: str | Path, cfg: CodecConfig) -> PatchSelection:
+    """Codec selection: exactly K = cfg.num_patches patches out of cfg.frames sampled frames."""
+    return _select(path, cfg)[0]
+
+
+def select_with_frames(
+    path: str | Path, cfg: CodecConfig
+) -> tuple[PatchSelection, list[np.ndarray]]:
+    """Selection plus the RGB canvases of the T sampled frames (for drawing them)."""
+    selection, frames = _select(path, cfg)
+    return selection, [f.canvas for f in frames]
+
+
+def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, list[ScoredFrame]]:
+    frame_ids, kept, scorer, meta = _decode_and_score(path, cfg, cfg.frames, with_scores=True)
+    start = time.perf_counter()
+    frames = [kept[int(i)] for i in frame_ids]
+    scores = np.stack([f.scores for f in frames])
+    geo = scorer.geometry
+    per_frame = geo.grid * geo.grid
+    whole = whole_frames([f.pict_type for f in frames], cfg.full_frame, cfg.num_patches, per_frame)
+    positions, candidates = choose_rows(scores, geo.candidate_mask(), whole, cfg.num_patches)
+    patches = _cut(frame_ids, kept, positions, geo.patch)
+    meta.update(
+        policy=cfg.full_frame,
+        whole_frames=whole,
+        compensation=cfg.compensate,
+        residual_mode=cfg.residual,
+        fusion=cfg.fusion,
+        K=cfg.num_patches,
+        candidates=candidates,
+    )
+    meta["timings"]["select_s"] = time.perf_counter() - start
+    meta["timings"]["total_s"] += meta["timings"]["select_s"]
+    selection = PatchSelection(
+        kind="codec",
+        frame_ids=frame_ids.astype(np.int32),
+        positions=positions,
+        patches=patches,
+        frame_times=codec_timeline(cfg.frames),
+        grid=(geo.grid, geo.grid),
+        meta=meta,
+    )
+    return selection, frames
+
+
+def uniform_frames(path: str | Path, num_frames: int, cfg: CodecConfig) -> PatchSelection:
+    """Baseline with the same output type: n uniform frames, every patch, t = linspace(0, 63, n)."""
+    frame_ids, kept, scorer, meta = _decode_and_score(path, cfg, num_frames, with_scores=False)
+    geo = scorer.geometry
+    per_frame = geo.grid * geo.grid
+    flat = np.arange(num_frames * per_frame)
+    t, rest = np.divmod(flat, per_frame)
+    h, w = np.divmod(rest, geo.grid)
+    positions = np.stack([t, h, w], axis=1).astype(np.int32)
+    meta.update(policy="uniform", K=len(positions), candidates=len(positions))
+    return PatchSelection(
+        kind="frames",
+        frame_ids=frame_ids.astype(np.int32),
+        positions=positions,
+        patches=_cut(frame_ids, kept, positions, geo.patch),
+        frame_times=uniform_timeline(num_frames),
+        grid=(geo.grid, geo.grid),
+        meta=meta,
+    )

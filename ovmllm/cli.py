@@ -1,0 +1,40 @@
+"""The `ovmllm` command. Subcommands import their modules lazily, so `ovmllm codec ...` never
+pays for training or evaluation imports."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
+SUBCOMMANDS = {
+    "codec": ("ovmllm.commands.codec", "codec patch selection: select, show, precompute"),
+    "quickstart": ("ovmllm.commands.quickstart", "the most complete pipeline so far, on its own data"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="ovmllm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        parser.parse_args(argv)  # prints usage or the error for an unknown command
+        return 2
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    sub_parser = argparse.ArgumentParser(prog=f"ovmllm {argv[0]}")
+    module.add_arguments(sub_parser)
+    # `key=value` overrides may follow the flags; argparse stops filling positionals after them.
+    args, extra = sub_parser.parse_known_args(argv[1:])
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown:
+        sub_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        args.overrides = [*getattr(args, "overrides", []), *extra]
+    return module.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

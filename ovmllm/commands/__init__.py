@@ -1,0 +1,1 @@
+"""One module per `ovmllm` subcommand, imported lazily by `ovmllm.cli`."""

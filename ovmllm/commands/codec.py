@@ -1,0 +1,144 @@
+"""`ovmllm codec select | show | precompute`: codec patch selection from the command line.
+
+Flags are shorthands for config keys (`--frames 32` is `frames=32`); any key can also be given
+as a trailing `key=value` override, after an optional `--config configs/codec/*.yaml`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ovmllm.config import ConfigError, load_config
+
+# flag -> codec config key
+CODEC_FLAGS = {
+    "frames": "frames",
+    "canvas": "canvas",
+    "canvas_size": "canvas_size",
+    "patch": "patch",
+    "budget_frames": "budget_frames",
+    "budget": "budget",
+    "full_frame": "full_frame",
+    "compensate": "compensate",
+    "residual": "residual",
+    "fusion": "fusion",
+    "threads": "threads",
+}
+
+
+def _add_codec_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML of codec settings (e.g. configs/codec/probe.yaml)")
+    parser.add_argument("--frames", type=int, help="T sampled frames (64)")
+    parser.add_argument("--canvas", choices=["letterbox", "crop"])
+    parser.add_argument("--canvas-size", type=int, help="576 letterbox, 224 crop")
+    parser.add_argument("--patch", type=int, help="16 letterbox, 14 crop")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--budget-frames", type=float, help="K as frame-equivalents (8)")
+    budget.add_argument("--budget", type=int, help="K as a number of patches")
+    parser.add_argument("--full-frame", choices=["first", "iframes", "none"])
+    parser.add_argument("--compensate", choices=["none", "median", "similarity", "affine"])
+    parser.add_argument("--residual", choices=["diff", "mc"])
+    parser.add_argument("--fusion", choices=["mean", "max", "sum", "geomean"])
+    parser.add_argument("--threads", type=int, help="decoder threads (slice threading)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def codec_overrides(args: argparse.Namespace, prefix: str = "") -> list[str]:
+    """Command-line flags as dotted overrides, then the explicit ones (which win)."""
+    items = []
+    for flag, key in CODEC_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            items.append(f"{prefix}{key}={value}")
+    if getattr(args, "budget_frames", None) is not None:
+        items.append(f"{prefix}budget=null")  # an explicit frame budget replaces a patch budget
+    return items + list(args.overrides)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    select = sub.add_parser("select", help="write the asset folder of one video")
+    select.add_argument("video")
+    select.add_argument("--out", required=True, help="asset folder to write")
+    _add_codec_flags(select)
+    show = sub.add_parser("show", help="draw the sampled frames with the chosen patches")
+    show.add_argument("video")
+    show.add_argument("--out", required=True, help="PNG to write")
+    _add_codec_flags(show)
+    pre = sub.add_parser("precompute", help="asset folders for every video of a dataset")
+    pre.add_argument("data", help="JSON or JSONL of samples with a `video` field")
+    pre.add_argument("--root", help="dataset root (default: the data file's folder)")
+    pre.add_argument("--out", help="asset root (default: <root>/codec_assets)")
+    pre.add_argument("--output", help="output JSONL (default: <out>/<data>.codec.jsonl)")
+    pre.add_argument("--workers", type=int, help="parallel worker processes")
+    pre.add_argument("--shard", help="i/n: this node's share of the videos")
+    _add_codec_flags(pre)
+
+
+def _codec_config(args: argparse.Namespace):
+    from encoder.codec.config import CodecConfig
+
+    return load_config(CodecConfig, args.config, codec_overrides(args))
+
+
+def _summary(selection) -> dict:
+    meta = selection.meta
+    return {
+        "K": selection.num_patches,
+        "candidates": meta["candidates"],
+        "whole_frames": meta["whole_frames"],
+        "motion_source": meta["motion_source"],
+        "source_codec": meta["source_codec"],
+        "resolution": meta["resolution"],
+        "frames_decoded": meta["frames_decoded"],
+        "seconds": round(meta["timings"]["total_s"], 3),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from encoder.codec import VideoDecodeError
+
+    try:
+        if args.action == "precompute":
+            return _run_precompute(args)
+        cfg = _codec_config(args)
+        from encoder.codec import select_with_frames, write_assets
+
+        selection, canvases = select_with_frames(args.video, cfg)
+        if args.action == "select":
+            folder = write_assets(selection, args.out)
+            print(json.dumps({"assets": str(folder), **_summary(selection)}))
+        else:
+            from encoder.codec.show import save_sheet, selection_sheet
+
+            path = save_sheet(selection_sheet(selection, canvases), args.out)
+            print(json.dumps({"image": str(path), **_summary(selection)}))
+    except (ConfigError, VideoDecodeError, FileNotFoundError, ValueError) as exc:
+        print(f"ovmllm codec {args.action}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_precompute(args: argparse.Namespace) -> int:
+    from encoder.codec.precompute import PrecomputeConfig, precompute
+
+    overrides = [f"data={args.data}"]
+    for key in ("root", "out", "output", "workers", "shard"):
+        if getattr(args, key) is not None:
+            overrides.append(f"{key}={getattr(args, key)}")
+    args_overrides = list(args.overrides)
+    args.overrides = []
+    overrides += codec_overrides(args, prefix="codec.") + args_overrides
+    job = load_config(PrecomputeConfig, None, overrides)
+    if args.config:  # a codec YAML applies to the nested codec settings
+        from encoder.codec.config import CodecConfig
+
+        codec_keys = [o.removeprefix("codec.") for o in overrides if o.startswith("codec.")]
+        job.codec = load_config(CodecConfig, args.config, codec_keys)
+    summary = precompute(job)
+    print(json.dumps(vars(summary)))
+    Path(summary.output)  # written atomically by precompute
+    return 0 if summary.failed == 0 else 3

@@ -10,7 +10,10 @@ import sys
 # subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS = {
     "codec": ("ovmllm.commands.codec", "codec patch selection: select, show, precompute"),
-    "quickstart": ("ovmllm.commands.quickstart", "the most complete pipeline so far, on its own data"),
+    "quickstart": (
+        "ovmllm.commands.quickstart",
+        "the most complete pipeline so far, on its own data",
+    ),
 }
 
 

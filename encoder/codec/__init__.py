@@ -1,8 +1,8 @@
 """Codec patch selection: a video's salient patches from its own bitstream (PAPER.md section 2).
 
-    from encoder.codec import CodecConfig, select_patches
-    selection = select_patches("clip.mp4", CodecConfig())   # K patches of 64 sampled frames
-    tokens = selection.to_packed()                            # the packed visual-token contract
+from encoder.codec import CodecConfig, select_patches
+selection = select_patches("clip.mp4", CodecConfig())   # K patches of 64 sampled frames
+tokens = selection.to_packed()                            # the packed visual-token contract
 """
 
 from encoder.codec.assets import read_assets, write_assets

@@ -149,7 +149,8 @@ def _check_positions(folder: Path, positions: np.ndarray, t: int, hb: int, wb: i
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise AssetFormatError(
-            folder, f"position row {row} {positions[row].tolist()} is outside the {t}x{hb}x{wb} grid"
+            folder,
+            f"position row {row} {positions[row].tolist()} is outside the {t}x{hb}x{wb} grid",
         )
 
 
@@ -176,7 +177,7 @@ def _read_reference_layout(folder: Path) -> PatchSelection:
         raise AssetFormatError(folder, "images are not all the same square size")
     rows, grid = len(positions), None
     for filled in (len(images), len(images) - 1):  # every image, or all but the first
-        side = int(round((rows / max(filled, 1)) ** 0.5))
+        side = round((rows / max(filled, 1)) ** 0.5)
         if filled and side * side * filled == rows and size % side == 0:
             grid, per_image = side, side * side
             break
@@ -207,4 +208,3 @@ def _read_reference_layout(folder: Path) -> PatchSelection:
         grid=(grid, grid),
         meta={"layout": "reference", "images": [p.name for p in images]},
     )
-

@@ -87,7 +87,12 @@ def load_rows(path: Path) -> list[dict]:
 def asset_key(relative: str, video: Path, cfg: CodecConfig) -> str:
     stat = video.stat()
     payload = json.dumps(
-        {"video": relative, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "codec": asdict(cfg)},
+        {
+            "video": relative,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "codec": asdict(cfg),
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]

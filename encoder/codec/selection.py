@@ -39,6 +39,17 @@ class PatchSelection:
     grid: tuple[int, int]  # (hb, wb) patches per canvas side
     meta: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        k = len(self.positions)
+        if self.kind not in ("codec", "frames"):
+            raise ValueError(f"selection kind {self.kind!r} is not 'codec' or 'frames'")
+        if self.positions.ndim != 2 or self.positions.shape[1] != 3:
+            raise ValueError(f"positions must be [K, 3], got {self.positions.shape}")
+        if self.patches.ndim != 4 or self.patches.shape[:2] != (k, 3):
+            raise ValueError(f"patches must be [{k}, 3, p, p], got {self.patches.shape}")
+        if self.frame_times.shape != self.frame_ids.shape:
+            raise ValueError(f"{len(self.frame_ids)} frame ids but {len(self.frame_times)} times")
+
     @property
     def num_patches(self) -> int:
         return int(self.positions.shape[0])

@@ -61,6 +61,8 @@ def write_synthetic_video(
     rotation: int | None = None,
     variable_frame_rate: bool = False,
     seed: int = 0,
+    event_start: int | None = None,
+    event_length: int = 3,
     encoder_options: dict[str, str] | None = None,
 ) -> SyntheticVideo:
     """Encode a synthetic clip to `path` (container from the suffix) and return its truth."""
@@ -73,8 +75,9 @@ def write_synthetic_video(
     background = _texture(rng, height, width + margin)
     sprite = _texture(rng, object_size, object_size) // 2 + 120
     boxes = np.full((frames, 4), -1, np.int64)
-    flash_start = frames // 2 - 4  # deliberately off the uniform 8-frame grid
-    events = list(range(flash_start, flash_start + 3)) if kind == "flash" else []
+    if event_start is None:
+        event_start = frames // 2 - 4  # off the uniform 8-frame grid for most lengths
+    events = list(range(event_start, event_start + event_length)) if kind == "flash" else []
     container = av.open(str(path), "w")
     try:
         stream = container.add_stream(codec, rate=fps)
@@ -110,3 +113,39 @@ def write_synthetic_video(
     finally:
         container.close()
     return SyntheticVideo(path, width, height, frames, boxes, events)
+
+
+def object_patches(video: SyntheticVideo, meta: dict, frame_ids: np.ndarray) -> np.ndarray:
+    """Canvas patches (t, h, w) at least half covered by the object, t >= 1 (t = 0 is whole).
+
+    `meta` is a selection's meta (its canvas geometry); the video must not be rotated.
+    """
+    if meta.get("rotation", 0):
+        raise ValueError("object_patches maps boxes of unrotated videos only")
+    canvas = meta["canvas"]
+    p, size = canvas["patch"], canvas["size"]
+    (rh, rw), (oy, ox) = canvas["resize"], canvas["offset"]
+    sy, sx = rh / video.height, rw / video.width
+    starts = np.arange(size // p) * p
+    cells = []
+    for t, frame in enumerate(frame_ids):
+        top, left, bottom, right = video.boxes[frame]
+        if t == 0 or top < 0:
+            continue
+        cover_y = np.clip(
+            np.minimum(bottom * sy + oy, starts + p) - np.maximum(top * sy + oy, starts), 0, p
+        )
+        cover_x = np.clip(
+            np.minimum(right * sx + ox, starts + p) - np.maximum(left * sx + ox, starts), 0, p
+        )
+        hh, ww = np.nonzero(cover_y[:, None] * cover_x[None, :] >= 0.5 * p * p)
+        cells.extend((t, h, w) for h, w in zip(hh, ww, strict=True))
+    return np.asarray(cells, np.int64).reshape(-1, 3)
+
+
+def recall(selected: np.ndarray, wanted: np.ndarray) -> float:
+    """Fraction of `wanted` (t, h, w) rows present in `selected`."""
+    if len(wanted) == 0:
+        return 1.0
+    chosen = {tuple(row) for row in selected.tolist()}
+    return sum(tuple(row) in chosen for row in wanted.tolist()) / len(wanted)

@@ -1,0 +1,43 @@
+"""Shared fixtures: synthetic videos encoded once per session, and the real data in ../shared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from encoder.codec.synthetic import SyntheticVideo, write_synthetic_video
+
+REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "real_data"
+
+
+@pytest.fixture(scope="session")
+def real_videos() -> list[Path]:
+    folder = REAL_DATA / "video" / "onevision_demo" / "videos"
+    videos = sorted(folder.glob("*.mp4")) if folder.is_dir() else []
+    if not videos:
+        pytest.skip("../shared/real_data is absent")
+    return videos
+
+
+@pytest.fixture(scope="session")
+def real_video_samples() -> list[dict]:
+    path = REAL_DATA / "video" / "onevision_demo" / "raw_video_samples.json"
+    if not path.is_file():
+        pytest.skip("../shared/real_data is absent")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="session")
+def make_video(tmp_path_factory):
+    """make_video(name, **kwargs) -> SyntheticVideo, encoded once per session per name."""
+    folder = tmp_path_factory.mktemp("videos")
+    cache: dict[str, SyntheticVideo] = {}
+
+    def make(name: str, **kwargs) -> SyntheticVideo:
+        if name not in cache:
+            cache[name] = write_synthetic_video(folder / name, **kwargs)
+        return cache[name]
+
+    return make

@@ -1,0 +1,68 @@
+"""The `ovmllm` command end to end (in process), and the config loader behind it."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from encoder.codec import read_assets
+from encoder.codec.config import CodecConfig
+from ovmllm.cli import main
+from ovmllm.config import ConfigError, load_config, write_config
+
+
+def test_codec_select_writes_assets_and_prints_a_summary(make_video, tmp_path, capsys):
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    flags = ["--frames", "32", "--budget", "900", "--canvas", "crop", "--compensate", "affine"]
+    code = main(
+        ["codec", "select", str(video.path), "--out", str(tmp_path / "a"), *flags, "fusion=max"]
+    )
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["K"] == 900 and summary["motion_source"] == "exported"
+    selection = read_assets(tmp_path / "a")
+    meta = selection.meta
+    assert (meta["T"], meta["compensation"], meta["fusion"], meta["patch"]) == (
+        32,
+        "affine",
+        "max",
+        14,
+    )
+
+
+def test_codec_show_draws_a_sheet(make_video, tmp_path, capsys):
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    assert (
+        main(["codec", "show", str(video.path), "--out", str(tmp_path / "s.png"), "--frames", "16"])
+        == 0
+    )
+    assert Image.open(tmp_path / "s.png").size == (8 * 192, 2 * 192)
+
+
+def test_bad_input_and_bad_keys_exit_nonzero(tmp_path, capsys):
+    assert main(["codec", "select", str(tmp_path / "none.mp4"), "--out", str(tmp_path / "x")]) == 1
+    assert "file not found" in capsys.readouterr().err
+    assert main(["codec", "select", str(tmp_path / "none.mp4"), "--out", "x", "frams=3"]) == 1
+    assert "frams" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["codec", "select", "v.mp4", "--out", "x", "--bogus"])
+
+
+def test_config_file_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("canvas: crop\nbudget: 512\nfull_frame: none\n")
+    cfg = load_config(CodecConfig, path, ["budget=1024", "compensate=similarity"])
+    assert (cfg.canvas, cfg.canvas_size, cfg.patch, cfg.num_patches) == ("crop", 224, 14, 1024)
+    written = write_config(cfg, tmp_path / "out" / "resolved.yaml")
+    assert load_config(CodecConfig, written) == cfg
+    with pytest.raises(ConfigError, match="frames"):
+        load_config(CodecConfig, None, ["frames=many"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(CodecConfig, tmp_path / "missing.yaml")
+
+
+def test_quickstart_runs_the_pipeline(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "budget_frames=4"]) == 0
+    report = json.loads((tmp_path / "qs" / "report.json").read_text())
+    assert report["mover"]["object_recall_codec"] >= 0.9
+    assert report["flash"]["event_frames_in_uniform"] == []

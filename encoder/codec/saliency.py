@@ -32,9 +32,23 @@ def percentile_of_counts(values: np.ndarray, counts: np.ndarray, q: float) -> fl
     return float(v_lo + frac * (float(v_hi) - float(v_lo)))
 
 
+def uint8_histogram(values: np.ndarray) -> np.ndarray:
+    """Counts of each of the 256 values of a uint8 array.
+
+    np.bincount widens every element to intp first; counting adjacent pixel pairs as uint16
+    halves that work, and the 256 x 256 pair table folds back into the two bytes' counts.
+    """
+    flat = np.ascontiguousarray(values).reshape(-1)
+    pairs = flat[: len(flat) // 2 * 2].view(np.uint16)
+    table = np.bincount(pairs, minlength=65536).reshape(256, 256)
+    counts = table.sum(axis=0) + table.sum(axis=1)  # one byte each, whatever the endianness
+    if len(flat) % 2:
+        counts[flat[-1]] += 1
+    return counts
+
+
 def residual_percentile(residual: np.ndarray, q: float = PERCENTILE) -> float:
-    counts = np.bincount(residual.ravel(), minlength=256)
-    return percentile_of_counts(np.arange(256, dtype=np.float64), counts, q)
+    return percentile_of_counts(np.arange(256, dtype=np.float64), uint8_histogram(residual), q)
 
 
 def cell_map_percentile(cells: np.ndarray, height: int, width: int, q: float = PERCENTILE) -> float:

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from encoder.codec import motion
-from encoder.codec.saliency import cell_map_percentile, percentile_of_counts, residual_percentile
+from encoder.codec.saliency import (
+    cell_map_percentile,
+    percentile_of_counts,
+    residual_percentile,
+    uint8_histogram,
+)
 
 MV_DTYPE = np.dtype(
     [("source", "<i4"), ("w", "u1"), ("h", "u1"), ("src_x", "<i2"), ("src_y", "<i2"),
@@ -73,9 +78,52 @@ def test_percentiles_equal_numpy_on_the_pixel_maps():
         cells = rng.random((-(-h // 4), -(-w // 4))).astype(np.float32)
         pixels = motion.cells_to_pixels(cells, h, w)
         assert cell_map_percentile(cells, h, w) == pytest.approx(np.percentile(pixels, 95))
-    residual = rng.integers(0, 256, (37, 53), dtype=np.uint8)
+    residual = rng.integers(0, 256, (37, 53), dtype=np.uint8)  # odd size: a pixel left unpaired
     assert residual_percentile(residual) == pytest.approx(np.percentile(residual, 95))
+    np.testing.assert_array_equal(
+        uint8_histogram(residual), np.bincount(residual.ravel(), minlength=256)
+    )
     values = np.array([1.0, 2.0, 5.0])
     counts = np.array([2, 0, 3])
     expect = np.percentile([1, 1, 5, 5, 5], 40)
     assert percentile_of_counts(values, counts, 40) == pytest.approx(expect)
+
+
+def naive_field(vectors, height, width):
+    """Block by block, the plain way."""
+    gh, gw = -(-height // 4), -(-width // 4)
+    vx, vy, cov = np.zeros((gh, gw)), np.zeros((gh, gw)), np.zeros((gh, gw), bool)
+    for mv in vectors[vectors["source"] < 0]:
+        x0, y0 = (int(mv["dst_x"]) - mv["w"] // 2) // 4, (int(mv["dst_y"]) - mv["h"] // 2) // 4
+        for r in range(max(y0, 0), min(y0 + max(mv["h"] // 4, 1), gh)):
+            for c in range(max(x0, 0), min(x0 + max(mv["w"] // 4, 1), gw)):
+                vx[r, c] = int(mv["src_x"]) - int(mv["dst_x"])
+                vy[r, c] = int(mv["src_y"]) - int(mv["dst_y"])
+                cov[r, c] = True
+    return vx, vy, cov
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "size"),
+    [("pan.mp4", "libx264", (160, 120)), ("pan_m4v.mp4", "mpeg4", (100, 76))],
+)
+def test_rasterising_real_codec_vectors_matches_the_plain_loop(make_video, name, codec, size):
+    from encoder.codec.config import CodecConfig
+    from encoder.codec.decode import DecodeStats, decode_sampled, probe_video
+
+    video = make_video(name, kind="pan", width=size[0], height=size[1], frames=24, codec=codec)
+    cfg = CodecConfig()
+    frames = list(decode_sampled(probe_video(video.path, cfg), set(range(24)), cfg, DecodeStats()))
+    checked = 0
+    for sf in frames:
+        if sf.motion_vectors is None:
+            continue
+        h, w = sf.luma.shape
+        for got, want in zip(
+            motion.motion_field(sf.motion_vectors, h, w),
+            naive_field(sf.motion_vectors, h, w),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, want)
+        checked += 1
+    assert checked > 10

@@ -31,13 +31,15 @@ def real_video_samples() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def make_video(tmp_path_factory):
-    """make_video(name, **kwargs) -> SyntheticVideo, encoded once per session per name."""
+    """make_video(name, **kwargs) -> SyntheticVideo, encoded once per session per (name, kwargs)."""
     folder = tmp_path_factory.mktemp("videos")
     cache: dict[str, SyntheticVideo] = {}
 
     def make(name: str, **kwargs) -> SyntheticVideo:
-        if name not in cache:
-            cache[name] = write_synthetic_video(folder / name, **kwargs)
-        return cache[name]
+        key = f"{name}|{sorted(kwargs.items())}"
+        if key not in cache:
+            (folder / str(len(cache))).mkdir()
+            cache[key] = write_synthetic_video(folder / str(len(cache)) / name, **kwargs)
+        return cache[key]
 
     return make

@@ -9,19 +9,24 @@ from encoder.codec.decode import DecodeStats, decode_sampled, probe_video
 from encoder.codec.synthetic import object_patches, recall
 
 
-@pytest.mark.parametrize("canvas", ["letterbox", "crop"])
-def test_the_mover_is_chosen(make_video, canvas):
+@pytest.mark.parametrize(
+    ("canvas", "residual", "fusion", "least_recall"),
+    [("letterbox", "diff", "mean", 0.9), ("crop", "diff", "mean", 0.9),
+     ("letterbox", "mc", "mean", 0.9), ("crop", "diff", "max", 0.9), ("crop", "diff", "sum", 0.9),
+     # geomean is an AND of the cues: flat parts of the sprite with no residual drop out
+     ("crop", "mc", "geomean", 0.8)],
+)  # fmt: skip
+def test_the_mover_is_chosen(make_video, canvas, residual, fusion, least_recall):
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
     probe = select_patches(video.path, CodecConfig(canvas=canvas))
     truth = object_patches(video, probe.meta, probe.frame_ids)
     # K covers the mover's area across frames twice over: once for where it is, once for the
     # background it just uncovered (the frame difference lights up both).
-    cfg = CodecConfig(
-        canvas=canvas, budget=CodecConfig(canvas=canvas).patches_per_frame + 2 * len(truth)
-    )
+    budget = probe.meta["hb"] ** 2 + 2 * len(truth)
+    cfg = CodecConfig(canvas=canvas, budget=budget, residual=residual, fusion=fusion)
     selection = select_patches(video.path, cfg)
     assert selection.meta["motion_source"] == "exported"
-    assert recall(selection.positions, truth) >= 0.9
+    assert recall(selection.positions, truth) >= least_recall
 
 
 def test_median_compensation_removes_the_pan(make_video):
@@ -90,3 +95,15 @@ def test_uniform_baseline_has_the_same_output_type(make_video):
     packed = uniform.to_packed()
     assert packed.kinds == ["frames"] and packed.grids == [(8, 36, 36)]
     assert sorted(set(packed.positions[:, 0].tolist())) == [0, 9, 18, 27, 36, 45, 54, 63]
+
+
+def test_iframes_policy_keeps_every_sampled_i_frame_whole(make_video):
+    gop = {"x264-params": "keyint=16:min-keyint=16:scenecut=0"}
+    video = make_video("gop16.mp4", kind="mover", width=160, height=128, frames=64,
+                       encoder_options=gop)  # fmt: skip
+    cfg = CodecConfig(canvas="crop", full_frame="iframes", budget=256 * 6)
+    selection = select_patches(video.path, cfg)
+    whole = selection.meta["whole_frames"]
+    assert whole == [0, 16, 32, 48]  # T = N = 64: t is the frame number, I-frames every 16
+    for t in whole:
+        assert (selection.positions[:, 0] == t).sum() == 256

@@ -1,0 +1,83 @@
+"""Bidirectional attention over packed items: tokens attend only within their own item.
+
+Never an N_total x N_total mask: items of equal length run as one batched SDPA call; otherwise
+flash-attention's varlen kernel on GPU when it is installed, PyTorch's varlen kernel on GPU for
+half precision, else one SDPA call per item (the CPU path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+try:  # optional GPU kernel
+    from flash_attn import flash_attn_varlen_func
+except ImportError:  # pragma: no cover - not installed on CPU machines
+    flash_attn_varlen_func = None
+
+try:
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # pragma: no cover - older torch
+    varlen_attn = None
+
+
+@dataclass(frozen=True)
+class PackedSequences:
+    """Item boundaries of a packed batch, as a tensor for kernels and Python ints for loops.
+
+    Built once per forward (one device sync), then shared by every layer.
+    """
+
+    cu_seqlens: torch.Tensor  # [B + 1] int32
+    bounds: tuple[int, ...]  # the same as Python ints
+
+    @classmethod
+    def from_cu_seqlens(cls, cu_seqlens: torch.Tensor) -> PackedSequences:
+        bounds = tuple(int(b) for b in cu_seqlens.tolist())
+        return cls(cu_seqlens.to(torch.int32), bounds)
+
+    @classmethod
+    def uniform(cls, batch: int, length: int, device: torch.device) -> PackedSequences:
+        cu = torch.arange(batch + 1, device=device, dtype=torch.int32) * length
+        return cls(cu, tuple(i * length for i in range(batch + 1)))
+
+    @property
+    def lengths(self) -> list[int]:
+        return [b - a for a, b in zip(self.bounds[:-1], self.bounds[1:], strict=True)]
+
+    @property
+    def max_length(self) -> int:
+        return max(self.lengths, default=0)
+
+    @property
+    def equal_lengths(self) -> bool:
+        return len(set(self.lengths)) <= 1
+
+
+def packed_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqs: PackedSequences, scale: float
+) -> torch.Tensor:
+    """q, k, v [N, heads, head_dim] → [N, heads, head_dim], attention inside each item."""
+    n, heads, dim = q.shape
+    if seqs.equal_lengths and len(seqs.lengths) > 0:
+        batch = len(seqs.lengths)
+        shape = (batch, n // batch, heads, dim)
+        qb, kb, vb = (x.reshape(shape).transpose(1, 2) for x in (q, k, v))
+        out = F.scaled_dot_product_attention(qb, kb, vb, scale=scale)
+        return out.transpose(1, 2).reshape(n, heads, dim)
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        max_len = seqs.max_length
+        if flash_attn_varlen_func is not None:
+            cu = seqs.cu_seqlens
+            return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale)
+        if varlen_attn is not None:
+            cu = seqs.cu_seqlens
+            return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale)
+    out = torch.empty_like(q)
+    for a, b in zip(seqs.bounds[:-1], seqs.bounds[1:], strict=True):
+        if b > a:
+            qi, ki, vi = (x[a:b].transpose(0, 1) for x in (q, k, v))  # [heads, n_i, dim]
+            out[a:b] = F.scaled_dot_product_attention(qi, ki, vi, scale=scale).transpose(0, 1)
+    return out

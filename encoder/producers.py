@@ -1,0 +1,101 @@
+"""Producers of packed visual tokens for images and uniform frames, cut at a tower's patch size.
+
+Codec selection (`encoder.codec`) is the third producer; all three give `PackedVisualTokens`.
+Image resolution policy (PAPER.md section 1):
+- `square`: resize to size x size (the alignment stage: 504 x 504 → 36 x 36 patches of 14);
+- `best_fit`: pick, among `resolutions`, the one that keeps the most of the image's own pixels
+  (then wastes the least), resize keeping the aspect ratio, pad with zeros, encode as one
+  native-resolution tile (the instruction stage: (574, 1120), (1120, 574), (1120, 1120), ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from encoder.codec.config import CodecConfig
+from encoder.codec.select import uniform_frames
+from encoder.packed import PackedVisualTokens
+
+INSTRUCT_RESOLUTIONS = [[574, 1120], [1120, 574], [1120, 1120], [1694, 574], [574, 1694]]
+
+
+@dataclass
+class ImagePolicy:
+    mode: str = "square"  # square | best_fit
+    size: int = 504  # square side
+    resolutions: list[list[int]] = field(
+        default_factory=lambda: [list(r) for r in INSTRUCT_RESOLUTIONS]
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("square", "best_fit"):
+            raise ValueError(f"image policy mode={self.mode!r} is not square or best_fit")
+
+    def target(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) the image is brought to."""
+        if self.mode == "square":
+            return self.size, self.size
+        return best_fit(height, width, [tuple(r) for r in self.resolutions])
+
+
+def best_fit(height: int, width: int, resolutions: list[tuple[int, int]]) -> tuple[int, int]:
+    """The (height, width) that keeps the most effective pixels, ties to the least padding."""
+
+    def score(res: tuple[int, int]) -> tuple[int, int]:
+        h, w = res
+        scale = min(h / height, w / width)
+        effective = min(int(height * scale) * int(width * scale), height * width)
+        return effective, -(h * w - effective)
+
+    return max(resolutions, key=score)
+
+
+def cut_grid(pixels: np.ndarray, patch: int) -> np.ndarray:
+    """[H, W, 3] uint8 (H, W multiples of patch) → [H/p * W/p, 3, p, p], row-major."""
+    h, w = pixels.shape[0] // patch, pixels.shape[1] // patch
+    cells = pixels[: h * patch, : w * patch].reshape(h, patch, w, patch, 3)
+    return np.ascontiguousarray(cells.transpose(0, 2, 4, 1, 3).reshape(h * w, 3, patch, patch))
+
+
+def image_item(
+    image: Image.Image | str | Path, policy: ImagePolicy, patch: int
+) -> PackedVisualTokens:
+    """One image as a packed item of kind `image`, grid (1, H/p, W/p), t = 0."""
+    if not isinstance(image, Image.Image):
+        try:
+            image = Image.open(image)
+            image.load()
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{image}: not a readable image ({exc})") from exc
+    image = image.convert("RGB")
+    th, tw = policy.target(image.height, image.width)
+    th, tw = th // patch * patch, tw // patch * patch
+    if policy.mode == "square":
+        canvas = np.asarray(image.resize((tw, th), Image.BICUBIC))
+    else:
+        scale = min(th / image.height, tw / image.width)
+        nh, nw = max(1, round(image.height * scale)), max(1, round(image.width * scale))
+        canvas = np.zeros((th, tw, 3), np.uint8)
+        top, left = (th - nh) // 2, (tw - nw) // 2
+        canvas[top : top + nh, left : left + nw] = np.asarray(image.resize((nw, nh), Image.BICUBIC))
+    gh, gw = th // patch, tw // patch
+    hh, ww = np.divmod(np.arange(gh * gw), gw)
+    positions = np.stack([np.zeros_like(hh), hh, ww], 1).astype(np.int32)
+    return PackedVisualTokens(
+        patches=torch.from_numpy(cut_grid(canvas, patch)),
+        positions=torch.from_numpy(positions),
+        cu_seqlens=torch.tensor([0, gh * gw], dtype=torch.int32),
+        kinds=["image"],
+        grids=[(1, gh, gw)],
+    )
+
+
+def frames_item(video: str | Path, num_frames: int, size: int, patch: int) -> PackedVisualTokens:
+    """n uniform frames letterboxed to size x size, every patch, t = linspace(0, 63, n)."""
+    cfg = CodecConfig(frames=num_frames, canvas_size=size, patch=patch, budget_frames=num_frames)
+    return uniform_frames(video, num_frames, cfg).to_packed()

@@ -1,0 +1,149 @@
+"""The vision-tower interface: packed visual tokens in, per-item features out (DESIGN.md).
+
+A tower owns everything model-specific after the producers: resizing each patch cell to its
+own patch size (per cell, so neighbours never bleed), normalising with its own mean/std,
+converting to its model's input layout, and how many output tokens an item yields. That count
+lives on `TowerSpec`, a small frozen description that needs no model, so dataloader workers and
+the processor can call it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoder.packed import PackedVisualTokens
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+HALF = (0.5, 0.5, 0.5)
+
+
+@dataclass
+class TowerConfig:
+    """Which tower, and where its weights come from (random init when `path` is empty)."""
+
+    name: str = "onevision"  # a key of encoder.towers.TOWERS
+    size: str = "tiny"  # random-init size (onevision: tiny | base | large | huge; others: tiny)
+    path: str = ""  # a from_pretrained folder
+    select_layer: int = -2  # hidden state handed to the LLM (onevision, siglip2)
+
+
+@dataclass(frozen=True)
+class TowerSpec:
+    """What a tower expects and produces, without the model."""
+
+    name: str
+    patch_size: int
+    output_width: int
+    kinds: frozenset[str]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    spatial_merge: int = 1  # output tokens per merge x merge window of patches
+    temporal_patch: int = 1  # frames per temporal token
+
+    def check_item(self, kind: str, length: int, grid: tuple[int, int, int] | None) -> None:
+        if kind not in self.kinds:
+            raise ValueError(
+                f"tower {self.name} does not accept {kind!r} items (only {sorted(self.kinds)})"
+            )
+        if kind != "codec" and grid is None:
+            raise ValueError(f"tower {self.name}: a {kind!r} item needs its grid")
+        if grid is not None and self.spatial_merge > 1:
+            _, h, w = grid
+            if h % self.spatial_merge or w % self.spatial_merge:
+                raise ValueError(
+                    f"tower {self.name}: grid {grid} is not divisible by its {self.spatial_merge}x"
+                    f"{self.spatial_merge} merge"
+                )
+
+    def num_output_tokens(self, kind: str, length: int, grid: tuple[int, int, int] | None) -> int:
+        """Output tokens of one item: a pure function of the spec and the item's metadata."""
+        self.check_item(kind, length, grid)
+        if grid is None:
+            return length
+        t, h, w = grid
+        frames = -(-t // self.temporal_patch)
+        return frames * (h // self.spatial_merge) * (w // self.spatial_merge)
+
+
+@dataclass
+class TowerOutput:
+    features: torch.Tensor  # [N_out, output_width], items concatenated
+    cu_seqlens: torch.Tensor  # [B + 1] int32 item boundaries in `features`
+
+    def split(self) -> list[torch.Tensor]:
+        bounds = self.cu_seqlens.tolist()
+        return [self.features[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+def normalised_cells(
+    tokens: PackedVisualTokens, spec: TowerSpec, dtype: torch.dtype
+) -> torch.Tensor:
+    """uint8 [N, 3, p_in, p_in] → float [N, 3, p, p] at the tower's patch size, normalised.
+
+    Each cell is resized on its own (bicubic, antialiased when shrinking), so pixels of
+    neighbouring cells never mix.
+    """
+    cells = tokens.patches.to(torch.float32) / 255.0
+    p = spec.patch_size
+    if cells.shape[-1] != p:
+        cells = F.interpolate(
+            cells, size=(p, p), mode="bicubic", antialias=True, align_corners=False
+        )
+        cells = cells.clamp_(0.0, 1.0)
+    mean = torch.tensor(spec.mean, device=cells.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=cells.device).view(1, 3, 1, 1)
+    return ((cells - mean) / std).to(dtype)
+
+
+class VisionTower(nn.Module):
+    """Base class: subclasses set `spec` and implement `encode`."""
+
+    spec: TowerSpec
+
+    def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
+        raise NotImplementedError
+
+    def forward(self, tokens: PackedVisualTokens) -> TowerOutput:
+        for kind, grid, length in zip(tokens.kinds, tokens.grids, tokens.lengths, strict=True):
+            self.spec.check_item(kind, length, grid)
+        out = self.encode(tokens)
+        expected = [
+            self.spec.num_output_tokens(k, n, g)
+            for k, n, g in zip(tokens.kinds, tokens.lengths, tokens.grids, strict=True)
+        ]
+        got = (out.cu_seqlens[1:] - out.cu_seqlens[:-1]).tolist()
+        if got != expected:  # the processor expands placeholders from num_output_tokens
+            raise RuntimeError(f"tower {self.spec.name} produced {got} tokens, declared {expected}")
+        return out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    def dummy_item(self) -> PackedVisualTokens:
+        """The smallest item this tower accepts: one image of merge x merge black patches."""
+        m = self.spec.spatial_merge
+        p = self.spec.patch_size
+        hh, ww = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
+        positions = torch.stack(
+            [torch.zeros(m * m, dtype=torch.long), hh.flatten(), ww.flatten()], 1
+        )
+        return PackedVisualTokens(
+            patches=torch.zeros(m * m, 3, p, p, dtype=torch.uint8),
+            positions=positions.to(torch.int32),
+            cu_seqlens=torch.tensor([0, m * m], dtype=torch.int32),
+            kinds=["image"],
+            grids=[(1, m, m)],
+        )
+
+
+def output_cu_seqlens(counts: list[int], device: torch.device) -> torch.Tensor:
+    cu = torch.zeros(len(counts) + 1, dtype=torch.int32, device=device)
+    cu[1:] = torch.tensor(counts, device=device).cumsum(0)
+    return cu

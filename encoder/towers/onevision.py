@@ -1,0 +1,51 @@
+"""OneVision-Encoder as a tower: consumes every item kind (images, frames, codec patches)."""
+
+from __future__ import annotations
+
+from encoder.onevision import OneVisionEncoderConfig, OneVisionEncoderModel
+from encoder.packed import PackedVisualTokens
+from encoder.towers.base import (
+    CLIP_MEAN,
+    CLIP_STD,
+    TowerConfig,
+    TowerOutput,
+    TowerSpec,
+    VisionTower,
+    normalised_cells,
+)
+
+
+class OneVisionTower(VisionTower):
+    """Features are hidden_states[select_layer] (default -2, no post-norm), one per patch."""
+
+    def __init__(self, model: OneVisionEncoderModel, select_layer: int = -2) -> None:
+        super().__init__()
+        self.model = model
+        self.select_layer = select_layer
+        self.spec = self.spec_for(model.config)
+
+    @staticmethod
+    def spec_for(config: OneVisionEncoderConfig) -> TowerSpec:
+        return TowerSpec(
+            name="onevision",
+            patch_size=config.patch_size,
+            output_width=config.hidden_size,
+            kinds=frozenset({"image", "frames", "codec"}),
+            mean=CLIP_MEAN,
+            std=CLIP_STD,
+        )
+
+    @classmethod
+    def build(cls, cfg: TowerConfig) -> OneVisionTower:
+        if cfg.path:
+            model = OneVisionEncoderModel.from_pretrained(cfg.path)
+        else:
+            model = OneVisionEncoderModel(OneVisionEncoderConfig.from_size(cfg.size))
+        return cls(model, cfg.select_layer)
+
+    def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
+        pixels = normalised_cells(tokens, self.spec, self.dtype).to(self.model.device)
+        positions = tokens.positions.to(self.model.device)
+        cu = tokens.cu_seqlens.to(self.model.device)
+        features = self.model.features(pixels, positions, cu, layer=self.select_layer)
+        return TowerOutput(features, cu)

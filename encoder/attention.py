@@ -7,6 +7,7 @@ half precision, else one SDPA call per item (the CPU path).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -76,8 +77,9 @@ def packed_attention(
             cu = seqs.cu_seqlens
             return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale)
     out = torch.empty_like(q)
-    for a, b in zip(seqs.bounds[:-1], seqs.bounds[1:], strict=True):
+    for a, b in itertools.pairwise(seqs.bounds):
         if b > a:
-            qi, ki, vi = (x[a:b].transpose(0, 1) for x in (q, k, v))  # [heads, n_i, dim]
-            out[a:b] = F.scaled_dot_product_attention(qi, ki, vi, scale=scale).transpose(0, 1)
+            # 4-D [1, heads, n, dim]: given 3-D, CPU SDPA falls back to its math kernel (~5x slower)
+            qi, ki, vi = (x[a:b].transpose(0, 1)[None] for x in (q, k, v))
+            out[a:b] = F.scaled_dot_product_attention(qi, ki, vi, scale=scale)[0].transpose(0, 1)
     return out

@@ -119,3 +119,14 @@ def test_image_policies():
     assert item.grids == [(1, 10, 20)] or item.grids == [(1, 20, 10)]
     with pytest.raises(ValueError, match="not a readable image"):
         image_item(REAL_DATA / "missing.png", ImagePolicy(), 14)
+
+
+@torch.no_grad()
+def test_towers_load_their_weights_from_a_folder(towers, frames, tmp_path):
+    for name, tower in towers.items():
+        tower.model.save_pretrained(tmp_path / name)
+        again = build_tower(TowerConfig(name=name, path=str(tmp_path / name))).eval()
+        item = frames[tower.spec.patch_size]
+        torch.testing.assert_close(again(item).features, tower(item).features)
+    with pytest.raises(ValueError, match="not one of"):
+        build_tower(TowerConfig(name="clip"))

@@ -57,6 +57,15 @@ class PackedVisualTokens:
             if grid is not None and grid[0] * grid[1] * grid[2] != length:
                 raise ValueError(f"{kind} item with grid {grid} has {length} tokens")
 
+    def to_device(self, device: torch.device | str) -> PackedVisualTokens:
+        return PackedVisualTokens(
+            self.patches.to(device),
+            self.positions.to(device),
+            self.cu_seqlens.to(device),
+            list(self.kinds),
+            list(self.grids),
+        )
+
     @property
     def patch_size(self) -> int:
         return int(self.patches.shape[-1])

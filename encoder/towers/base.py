@@ -106,8 +106,13 @@ class VisionTower(nn.Module):
 
     spec: TowerSpec
 
+    @classmethod
+    def from_model_config(cls, model_config: dict, cfg: TowerConfig) -> VisionTower:
+        """The tower around a freshly initialised model of the given config."""
+        raise NotImplementedError(f"{cls.__name__} must build from its model config")
+
     def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must implement encode")
 
     def forward(self, tokens: PackedVisualTokens) -> TowerOutput:
         for kind, grid, length in zip(tokens.kinds, tokens.grids, tokens.lengths, strict=True):

@@ -36,6 +36,11 @@ class OneVisionTower(VisionTower):
         )
 
     @classmethod
+    def from_model_config(cls, model_config: dict, cfg: TowerConfig) -> OneVisionTower:
+        """Random weights of a known shape (for loading a checkpoint into)."""
+        return cls(OneVisionEncoderModel(OneVisionEncoderConfig(**model_config)), cfg.select_layer)
+
+    @classmethod
     def build(cls, cfg: TowerConfig) -> OneVisionTower:
         if cfg.path:
             model = OneVisionEncoderModel.from_pretrained(cfg.path)

@@ -46,6 +46,10 @@ class Qwen3VitTower(VisionTower):
         )
 
     @classmethod
+    def from_model_config(cls, model_config: dict, cfg: TowerConfig) -> Qwen3VitTower:
+        return cls(Qwen3VLVisionModel._from_config(Qwen3VLVisionConfig(**model_config)))
+
+    @classmethod
     def build(cls, cfg: TowerConfig) -> Qwen3VitTower:
         if cfg.path:
             return cls(Qwen3VLVisionModel.from_pretrained(cfg.path))

@@ -41,6 +41,11 @@ class Siglip2Tower(VisionTower):
         )
 
     @classmethod
+    def from_model_config(cls, model_config: dict, cfg: TowerConfig) -> Siglip2Tower:
+        config = Siglip2VisionConfig(**model_config)
+        return cls(Siglip2VisionModel._from_config(config), cfg.select_layer)
+
+    @classmethod
     def build(cls, cfg: TowerConfig) -> Siglip2Tower:
         if cfg.path:
             model = Siglip2VisionModel.from_pretrained(cfg.path)

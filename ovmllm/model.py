@@ -1,0 +1,180 @@
+"""The multimodal model: vision tower + connector + any HF causal LM (`tower`, `connector`,
+`llm`: also the state-dict prefixes that trainability and learning rates address).
+
+Visual features are scattered into the text embeddings at the placeholder tokens (one per
+visual token, as the processor expanded them). The forward returns the sum of token losses
+and the number of supervised tokens besides their mean, so training can normalise over the
+global batch. Without media, `dummy_media=True` still runs the tower on its dummy item and adds
+zero times its output, so that every rank touches every parameter (ZeRO-3 needs that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from connector import ConnectorConfig, build_connector
+from encoder.packed import PackedVisualTokens
+from encoder.towers import TOWERS, TowerConfig, build_tower
+from ovmllm.processor import IGNORE_INDEX
+
+
+class OVMLLMConfig(PretrainedConfig):
+    """Self-describing: the tower, connector and LLM configs and the vision token ids."""
+
+    model_type = "ovmllm"
+    sub_configs = {"llm_config": AutoConfig}
+
+    def __init__(
+        self,
+        tower: dict | None = None,
+        tower_model: dict | None = None,
+        connector: dict | None = None,
+        llm_config: dict | PretrainedConfig | None = None,
+        vision_token_ids: dict | None = None,
+        **kwargs,
+    ) -> None:
+        self.tower = dict(tower or asdict(TowerConfig()))
+        self.tower_model = (
+            tower_model  # the tower's own model config (saved so loading needs no path)
+        )
+        self.connector = dict(connector or asdict(ConnectorConfig()))
+        if isinstance(llm_config, dict):
+            llm_config = AutoConfig.for_model(**llm_config)
+        self.llm_config = llm_config
+        self.vision_token_ids = dict(vision_token_ids or {})
+        super().__init__(**kwargs)
+
+
+@dataclass
+class OVMLLMOutput(ModelOutput):
+    loss: torch.Tensor | None = None  # mean over supervised tokens
+    loss_sum: torch.Tensor | None = None
+    num_tokens: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+class OVMLLMForCausalLM(PreTrainedModel):
+    config_class = OVMLLMConfig
+    base_model_prefix = "ovmllm"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(
+        self, config: OVMLLMConfig, llm: PreTrainedModel | None = None, tower=None
+    ) -> None:
+        super().__init__(config)
+        self.tower = tower if tower is not None else self._tower_from_config(config)
+        if config.tower_model is None:
+            config.tower_model = self.tower.model.config.to_dict()
+        self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config.llm_config)
+        llm_width = self.llm.get_input_embeddings().embedding_dim
+        self.connector = build_connector(
+            ConnectorConfig(**config.connector), self.tower.spec.output_width, llm_width
+        )
+        self.post_init()
+
+    @staticmethod
+    def _tower_from_config(config: OVMLLMConfig):
+        tower_cfg = TowerConfig(**config.tower)
+        if config.tower_model is None:
+            return build_tower(tower_cfg)
+        return TOWERS[tower_cfg.name].from_model_config(config.tower_model, tower_cfg)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The connector's layers (sub-models initialise themselves)."""
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.llm.get_input_embeddings()
+
+    @property
+    def media_token_ids(self) -> list[int]:
+        ids = self.config.vision_token_ids
+        return [ids[k] for k in ("image", "video") if k in ids]
+
+    def visual_features(self, visual: PackedVisualTokens) -> torch.Tensor:
+        """Tower then connector: [N_visual_tokens, llm_width] in item order."""
+        out = self.tower(visual)
+        grids = [None if g is None else g for g in visual.grids]
+        lengths = (out.cu_seqlens[1:] - out.cu_seqlens[:-1]).tolist()
+        return self.connector(out.features, grids, lengths)
+
+    def embed(
+        self, input_ids: torch.Tensor, visual: PackedVisualTokens | None, dummy_media: bool = False
+    ) -> torch.Tensor:
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        slots = torch.isin(input_ids, torch.tensor(self.media_token_ids, device=input_ids.device))
+        if visual is not None and len(visual) > 0:
+            feats = self.visual_features(visual).to(embeds.dtype)
+            if feats.shape[0] != int(slots.sum()):
+                raise ValueError(
+                    f"{feats.shape[0]} visual tokens for {int(slots.sum())} placeholders"
+                )
+            embeds = embeds.masked_scatter(slots[..., None], feats)
+        elif int(slots.sum()):
+            raise ValueError(f"{int(slots.sum())} visual placeholders but no media given")
+        elif dummy_media:
+            feats = self.visual_features(self.tower.dummy_item().to_device(input_ids.device))
+            embeds = embeds + 0.0 * feats.sum().to(embeds.dtype)
+        return embeds
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        visual: PackedVisualTokens | None = None,
+        dummy_media: bool = False,
+        **llm_kwargs,
+    ) -> OVMLLMOutput:
+        embeds = self.embed(input_ids, visual, dummy_media)
+        out = self.llm(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **llm_kwargs,
+        )
+        logits = out.logits
+        if labels is None:
+            return OVMLLMOutput(logits=logits)
+        shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
+        shift_labels = labels[:, 1:].reshape(-1)
+        loss_sum = F.cross_entropy(
+            shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum"
+        )
+        num_tokens = (shift_labels != IGNORE_INDEX).sum()
+        return OVMLLMOutput(
+            loss=loss_sum / num_tokens.clamp(min=1),
+            loss_sum=loss_sum,
+            num_tokens=num_tokens,
+            logits=logits,
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        visual: PackedVisualTokens | None = None,
+        attention_mask: torch.Tensor | None = None,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """New token ids only; the prompt is embedded once, then the LLM decodes with its cache."""
+        embeds = self.embed(input_ids, visual)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs
+        )

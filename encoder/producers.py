@@ -63,9 +63,10 @@ def cut_grid(pixels: np.ndarray, patch: int) -> np.ndarray:
 
 
 def image_item(
-    image: Image.Image | str | Path, policy: ImagePolicy, patch: int
+    image: Image.Image | str | Path, policy: ImagePolicy, patch: int, multiple: int = 1
 ) -> PackedVisualTokens:
-    """One image as a packed item of kind `image`, grid (1, H/p, W/p), t = 0."""
+    """One image as a packed item of kind `image`, grid (1, H/p, W/p), t = 0; the grid sides are
+    rounded down to a multiple of `multiple` (a tower's own spatial merge)."""
     if not isinstance(image, Image.Image):
         try:
             image = Image.open(image)
@@ -74,7 +75,8 @@ def image_item(
             raise ValueError(f"{image}: not a readable image ({exc})") from exc
     image = image.convert("RGB")
     th, tw = policy.target(image.height, image.width)
-    th, tw = th // patch * patch, tw // patch * patch
+    unit = patch * multiple
+    th, tw = max(unit, th // unit * unit), max(unit, tw // unit * unit)
     if policy.mode == "square":
         canvas = np.asarray(image.resize((tw, th), Image.BICUBIC))
     else:

@@ -10,6 +10,8 @@ import sys
 # subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS = {
     "codec": ("ovmllm.commands.codec", "codec patch selection: select, show, precompute"),
+    "init": ("ovmllm.commands.init", "build a model from a config and save a checkpoint"),
+    "chat": ("ovmllm.commands.chat", "answer one question about images or a video"),
     "quickstart": (
         "ovmllm.commands.quickstart",
         "the most complete pipeline so far, on its own data",

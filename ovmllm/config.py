@@ -24,10 +24,18 @@ class ConfigError(ValueError):
     """A config file or override that does not fit its schema."""
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
-    """Build `schema` from its defaults, an optional YAML file, then `key=value` overrides."""
+def load_config(
+    schema: type[T],
+    path: str | Path | None = None,
+    overrides: list[str] = (),
+    base: dict | None = None,
+) -> T:
+    """Build `schema` from its defaults, then `base` (e.g. values saved with a checkpoint), an
+    optional YAML file, and `key=value` overrides, in that order."""
     try:
         merged = OmegaConf.structured(schema)
+        if base is not None:
+            merged = OmegaConf.merge(merged, OmegaConf.create(base))
         if path is not None:
             path = Path(path)
             if not path.is_file():

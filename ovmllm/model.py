@@ -11,6 +11,7 @@ zero times its output, so that every rank touches every parameter (ZeRO-3 needs 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +22,7 @@ from transformers.utils import ModelOutput
 from connector import ConnectorConfig, build_connector
 from encoder.packed import PackedVisualTokens
 from encoder.towers import TOWERS, TowerConfig, build_tower
+from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor
 from ovmllm.processor import IGNORE_INDEX
 
 
@@ -28,7 +30,6 @@ class OVMLLMConfig(PretrainedConfig):
     """Self-describing: the tower, connector and LLM configs and the vision token ids."""
 
     model_type = "ovmllm"
-    sub_configs = {"llm_config": AutoConfig}
 
     def __init__(
         self,
@@ -77,7 +78,27 @@ class OVMLLMForCausalLM(PreTrainedModel):
         self.connector = build_connector(
             ConnectorConfig(**config.connector), self.tower.spec.output_width, llm_width
         )
+        self.processor: MultimodalProcessor | None = (
+            None  # attached by build_model / from_pretrained
+        )
         self.post_init()
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """One self-describing folder: config, weights, and (when attached) the tokenizer with
+        its chat template and the processor config."""
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if self.processor is not None:
+            self.processor.save_pretrained(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, path, *args, processor_overrides: list[str] = (), **kwargs):
+        """The model and, when the folder has one, its processor (`model.processor`);
+        `processor_overrides` are dotted media.* / chat.* keys of a stage or eval config."""
+        model = super().from_pretrained(path, *args, **kwargs)
+        if (Path(path) / PROCESSOR_FILE).is_file():
+            spec = model.tower.spec
+            model.processor = MultimodalProcessor.from_pretrained(path, spec, processor_overrides)
+        return model
 
     @staticmethod
     def _tower_from_config(config: OVMLLMConfig):
@@ -178,3 +199,9 @@ class OVMLLMForCausalLM(PreTrainedModel):
         return self.llm.generate(
             inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs
         )
+
+
+# Registering with the Auto classes (the one import-time side effect the design allows) lets
+# AutoTokenizer / AutoConfig read a checkpoint folder whose config says model_type "ovmllm".
+AutoConfig.register(OVMLLMConfig.model_type, OVMLLMConfig, exist_ok=True)
+AutoModelForCausalLM.register(OVMLLMConfig, OVMLLMForCausalLM, exist_ok=True)

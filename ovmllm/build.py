@@ -1,0 +1,88 @@
+"""Build the multimodal model and its processor from a `ModelConfig` (random or pretrained
+parts), and the checkpoint folder that restores both with one call."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PretrainedConfig,
+    Qwen3Config,
+)
+
+from connector import ConnectorConfig
+from encoder.towers import TowerConfig, build_tower
+from ovmllm.media import MediaConfig
+from ovmllm.model import OVMLLMConfig, OVMLLMForCausalLM
+from ovmllm.multimodal_processor import MultimodalProcessor
+from ovmllm.processor import ProcessorConfig
+
+
+def _tiny(family_config: type[PretrainedConfig], **extra) -> dict:
+    return dict(config=family_config, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=2, num_key_value_heads=1, **extra)  # fmt: skip
+
+
+# (family, size) → config for random init; real sizes come from a pretrained folder (llm.path)
+LLM_SIZES = {
+    ("qwen3", "tiny"): _tiny(Qwen3Config, head_dim=32),
+    ("llama", "tiny"): _tiny(LlamaConfig),
+}
+
+
+@dataclass
+class LLMConfig:
+    family: str = "qwen3"  # qwen3 | llama (random init only; a path brings its own)
+    size: str = "tiny"
+    path: str = ""  # a from_pretrained folder
+
+
+@dataclass
+class ModelConfig:
+    tower: TowerConfig = field(default_factory=TowerConfig)
+    connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    tokenizer: str = ""  # tokenizer folder with a chat template (default: llm.path)
+    media: MediaConfig = field(default_factory=MediaConfig)
+    chat: ProcessorConfig = field(default_factory=ProcessorConfig)
+
+
+def build_llm(cfg: LLMConfig, vocab_size: int):
+    if cfg.path:
+        return AutoModelForCausalLM.from_pretrained(cfg.path)
+    key = (cfg.family, cfg.size)
+    if key not in LLM_SIZES:
+        raise ValueError(f"no random-init LLM {key}; known: {sorted(LLM_SIZES)}; or set llm.path")
+    spec = dict(LLM_SIZES[key])
+    config_class = spec.pop("config")
+    return AutoModelForCausalLM.from_config(config_class(vocab_size=vocab_size, **spec))
+
+
+def build_model(cfg: ModelConfig) -> OVMLLMForCausalLM:
+    """The model with its processor attached (`model.processor`)."""
+    tokenizer_path = cfg.tokenizer or cfg.llm.path
+    if not tokenizer_path:
+        raise ValueError(
+            "set tokenizer (a folder with tokenizer files and a chat template) or llm.path"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    video_kind = "codec" if cfg.media.video_mode == "codec" else "frames"
+    cfg.connector.check_items({"image", video_kind})  # e.g. spatial merge of codec patches
+    tower = build_tower(cfg.tower)
+    processor = MultimodalProcessor(tokenizer, tower.spec, cfg.connector, cfg.media, cfg.chat)
+    llm = build_llm(cfg.llm, len(tokenizer))
+    if len(tokenizer) > llm.get_input_embeddings().num_embeddings:  # vision tokens were added
+        llm.resize_token_embeddings(len(tokenizer))
+    config = OVMLLMConfig(
+        tower=asdict(cfg.tower),
+        tower_model=tower.model.config.to_dict(),
+        connector=asdict(cfg.connector),
+        llm_config=llm.config,
+        vision_token_ids=processor.chat.token_ids,
+    )
+    model = OVMLLMForCausalLM(config, llm=llm, tower=tower)
+    model.processor = processor
+    return model

@@ -1,0 +1,47 @@
+"""Media settings and loading: one image or video → one packed visual-token item.
+
+The settings live in the processor config saved with every checkpoint; stage and eval configs
+may override them. Video is either codec-selected patches (`codec`, the OneVision-Encoder
+default; from a precomputed asset folder when the row has one) or uniform frames (`frames`,
+for the grid towers and for like-for-like baselines).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from encoder.codec import CodecConfig, read_assets, select_patches
+from encoder.packed import PackedVisualTokens
+from encoder.producers import ImagePolicy, frames_item, image_item
+from encoder.towers import TowerSpec
+
+
+@dataclass
+class MediaConfig:
+    image: ImagePolicy = field(default_factory=ImagePolicy)
+    video_mode: str = "codec"  # codec | frames
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    frames: int = 8  # uniform frames per video in `frames` mode
+    frame_size: int = 0  # frames-mode canvas side; 0 = 36 patches of the tower (504 / 576)
+
+    def __post_init__(self) -> None:
+        if self.video_mode not in ("codec", "frames"):
+            raise ValueError(f"media.video_mode={self.video_mode!r} is not codec or frames")
+
+
+def load_image(path: str | Path, media: MediaConfig, spec: TowerSpec) -> PackedVisualTokens:
+    return image_item(path, media.image, spec.patch_size, spec.spatial_merge)
+
+
+def load_video(
+    path: str | Path, media: MediaConfig, spec: TowerSpec, assets: str | Path | None = None
+) -> PackedVisualTokens:
+    if media.video_mode == "frames":
+        size = media.frame_size or 36 * spec.patch_size
+        return frames_item(path, media.frames, size, spec.patch_size)
+    if "codec" not in spec.kinds:
+        raise ValueError(f"tower {spec.name} cannot take codec video: set media.video_mode=frames")
+    if assets:
+        return read_assets(assets).to_packed()
+    return select_patches(path, media.codec).to_packed()

@@ -1,0 +1,156 @@
+"""`ovmllm init` / `ovmllm chat` and the one-folder checkpoint (model + tokenizer + processor)."""
+
+import json
+
+import pytest
+import torch
+
+from ovmllm.cli import main
+from ovmllm.model import OVMLLMForCausalLM
+from tests.conftest import REAL_DATA
+
+QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
+PICTURE = REAL_DATA / "images" / "natural" / "skimage_coffee.png"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    if not QWEN3.is_dir():
+        pytest.skip("../shared/real_data is absent")
+    folder = tmp_path_factory.mktemp("ckpt") / "tiny"
+    assert (
+        main(
+            [
+                "init",
+                "--config",
+                "configs/model/tiny.yaml",
+                "--out",
+                str(folder),
+                f"tokenizer={QWEN3}",
+            ]
+        )
+        == 0
+    )
+    return folder
+
+
+def test_init_writes_one_self_describing_folder(checkpoint):
+    names = {p.name for p in checkpoint.iterdir()}
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "processor_config.json",
+        "model_config.yaml",
+    } <= names
+    config = json.loads((checkpoint / "config.json").read_text())
+    assert config["model_type"] == "ovmllm" and config["llm_config"]["model_type"] == "qwen3"
+    assert config["tower_model"]["model_type"] == "onevision_encoder"
+    model = OVMLLMForCausalLM.from_pretrained(checkpoint)
+    assert model.processor.media.image.size == 112 and model.processor.media.codec.frames == 16
+    assert model.processor.tokenizer.chat_template is not None
+    again = OVMLLMForCausalLM.from_pretrained(
+        checkpoint, processor_overrides=["media.image.mode=best_fit"]
+    )
+    assert again.processor.media.image.mode == "best_fit"  # an eval or stage config overrides media
+
+
+def test_chat_answers_about_an_image_and_a_video(checkpoint, make_video, capsys):
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(checkpoint),
+                "--image",
+                str(PICTURE),
+                "What is this?",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out.strip()
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(checkpoint),
+                "--video",
+                str(video.path),
+                "What moves?",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(checkpoint),
+                "--video",
+                str(video.path),
+                "Hi",
+                "--max-new-tokens",
+                "2",
+                "media.video_mode=frames",
+                "media.frames=4",
+            ]
+        )
+        == 0
+    )
+    assert main(["chat", "--model", str(checkpoint), "--video", "/nonexistent.mp4", "Hi"]) == 1
+
+
+def test_spatial_merge_with_codec_video_is_refused_at_init(tmp_path, capsys):
+    if not QWEN3.is_dir():
+        pytest.skip("../shared/real_data is absent")
+    code = main(
+        [
+            "init",
+            "--config",
+            "configs/model/tiny.yaml",
+            "--out",
+            str(tmp_path / "x"),
+            f"tokenizer={QWEN3}",
+            "connector.name=spatial_merge",
+        ]
+    )
+    assert code == 1 and "codec patches have none" in capsys.readouterr().err
+
+
+@torch.no_grad()
+def test_frames_mode_feeds_the_grid_towers(tmp_path, make_video):
+    if not QWEN3.is_dir():
+        pytest.skip("../shared/real_data is absent")
+    from ovmllm.build import ModelConfig, build_model
+    from ovmllm.config import load_config
+
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    for tower in ("siglip2", "qwen3_vit"):
+        cfg = load_config(
+            ModelConfig,
+            "configs/model/tiny.yaml",
+            [
+                f"tokenizer={QWEN3}",
+                f"tower.name={tower}",
+                "media.video_mode=frames",
+                "media.frames=4",
+                "media.frame_size=128",
+            ],
+        )
+        model = build_model(cfg).eval()
+        items = model.processor.load([PICTURE], video.path)
+        sample, visual = model.processor.encode(
+            [{"from": "human", "value": "<image><video> hi"}, {"from": "gpt", "value": "ok"}], items
+        )
+        out = model(
+            torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=visual
+        )
+        assert torch.isfinite(out.loss)

@@ -22,6 +22,7 @@ from transformers.utils import ModelOutput
 from connector import ConnectorConfig, build_connector
 from encoder.packed import PackedVisualTokens
 from encoder.towers import TOWERS, TowerConfig, build_tower
+from ovmllm.data.packing import block_causal_mask
 from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor
 from ovmllm.processor import IGNORE_INDEX
 
@@ -75,8 +76,9 @@ class OVMLLMForCausalLM(PreTrainedModel):
             config.tower_model = self.tower.model.config.to_dict()
         self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config.llm_config)
         llm_width = self.llm.get_input_embeddings().embedding_dim
+        self.connector_config = ConnectorConfig(**config.connector)
         self.connector = build_connector(
-            ConnectorConfig(**config.connector), self.tower.spec.output_width, llm_width
+            self.connector_config, self.tower.spec.output_width, llm_width
         )
         self.processor: MultimodalProcessor | None = (
             None  # attached by build_model / from_pretrained
@@ -125,19 +127,43 @@ class OVMLLMForCausalLM(PreTrainedModel):
         ids = self.config.vision_token_ids
         return [ids[k] for k in ("image", "video") if k in ids]
 
-    def visual_features(self, visual: PackedVisualTokens) -> torch.Tensor:
-        """Tower then connector: [N_visual_tokens, llm_width] in item order."""
-        out = self.tower(visual)
-        grids = [None if g is None else g for g in visual.grids]
-        lengths = (out.cu_seqlens[1:] - out.cu_seqlens[:-1]).tolist()
-        return self.connector(out.features, grids, lengths)
+    def visual_features(
+        self, visual: PackedVisualTokens | list[PackedVisualTokens]
+    ) -> torch.Tensor:
+        """Tower then connector: [N_visual_tokens, llm_width] in item order.
+
+        Items may come at different producer patch sizes (images cut at the tower's 14 px,
+        codec cells at 16 px): each size is one packed tower call, and the features are put
+        back in item order.
+        """
+        packs = visual if isinstance(visual, list) else [visual]
+        items = [pack.item(i) for pack in packs for i in range(len(pack))]
+        by_size: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            by_size.setdefault(item.patch_size, []).append(index)
+        features: list[torch.Tensor | None] = [None] * len(items)
+        for indices in by_size.values():
+            group = PackedVisualTokens.concat([items[i] for i in indices])
+            out = self.tower(group)
+            lengths = (out.cu_seqlens[1:] - out.cu_seqlens[:-1]).tolist()
+            projected = self.connector(out.features, group.grids, lengths)
+            counts = [
+                self.connector_config.num_output_tokens(kind, n, grid)
+                for kind, n, grid in zip(group.kinds, lengths, group.grids, strict=True)
+            ]
+            for i, part in zip(indices, projected.split(counts), strict=True):
+                features[i] = part
+        return torch.cat(features)
 
     def embed(
-        self, input_ids: torch.Tensor, visual: PackedVisualTokens | None, dummy_media: bool = False
+        self,
+        input_ids: torch.Tensor,
+        visual: PackedVisualTokens | list[PackedVisualTokens] | None,
+        dummy_media: bool = False,
     ) -> torch.Tensor:
         embeds = self.llm.get_input_embeddings()(input_ids)
         slots = torch.isin(input_ids, torch.tensor(self.media_token_ids, device=input_ids.device))
-        if visual is not None and len(visual) > 0:
+        if visual:
             feats = self.visual_features(visual).to(embeds.dtype)
             if feats.shape[0] != int(slots.sum()):
                 raise ValueError(
@@ -157,11 +183,17 @@ class OVMLLMForCausalLM(PreTrainedModel):
         labels: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
-        visual: PackedVisualTokens | None = None,
+        visual: PackedVisualTokens | list[PackedVisualTokens] | None = None,
         dummy_media: bool = False,
+        segment_ids: torch.Tensor | None = None,
         **llm_kwargs,
     ) -> OVMLLMOutput:
+        """`segment_ids` [B, L] marks packed samples (1, 2, ... per sequence, 0 = padding), with
+        `position_ids` reset per sample: attention stays inside each sample. Flash-attention
+        LLMs get the packing from position_ids alone (varlen); others a block-causal mask."""
         embeds = self.embed(input_ids, visual, dummy_media)
+        if segment_ids is not None and self.llm.config._attn_implementation != "flash_attention_2":
+            attention_mask = block_causal_mask(segment_ids)
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,

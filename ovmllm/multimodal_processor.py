@@ -62,10 +62,11 @@ class MultimodalProcessor:
 
     def encode(
         self, conversations: list[dict], items: list[PackedVisualTokens]
-    ) -> tuple[EncodedSample, PackedVisualTokens | None]:
+    ) -> tuple[EncodedSample, list[PackedVisualTokens]]:
+        """Token ids and labels, and the items in placeholder order (the model's `visual`)."""
         media = [(it.kinds[0], self.tokens_for(it)) for it in items]
         sample = self.chat.encode(conversations, media)
-        return sample, (PackedVisualTokens.concat(items) if items else None)
+        return sample, list(items)
 
     def prompt(self, conversations: list[dict], items: list[PackedVisualTokens]) -> list[int]:
         media = [(it.kinds[0], self.tokens_for(it)) for it in items]

@@ -21,7 +21,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from encoder.codec import VideoDecodeError
-    from encoder.packed import PackedVisualTokens
     from ovmllm.model import OVMLLMForCausalLM
 
     model = OVMLLMForCausalLM.from_pretrained(
@@ -39,7 +38,6 @@ def run(args: argparse.Namespace) -> int:
     placeholders = "".join("<image>\n" for _ in args.image) + ("<video>\n" if args.video else "")
     turn = [{"from": "human", "value": placeholders + args.question}]
     prompt = torch.tensor([processor.prompt(turn, items)])
-    packed = PackedVisualTokens.concat(items) if items else None
-    new = model.generate(prompt, visual=packed, max_new_tokens=args.max_new_tokens, do_sample=False)
+    new = model.generate(prompt, visual=items, max_new_tokens=args.max_new_tokens, do_sample=False)
     print(processor.tokenizer.decode(new[0], skip_special_tokens=True).strip())
     return 0

@@ -1,0 +1,1 @@
+"""Training data: LLaVA rows in Arrow, reproducible mixtures, sample building, packing."""

@@ -1,0 +1,100 @@
+"""From mixture positions to trainable samples: rows → media → tokens, with rejections counted.
+
+Media paths are relative to their source's root and may not leave it. A row whose media fail
+to load, or that the processor rejects, is skipped deterministically (the same positions are
+skipped on every run and every resume) and counted by reason with its id.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from encoder.codec import AssetFormatError, VideoDecodeError
+from encoder.packed import PackedVisualTokens
+from ovmllm.data.mixture import MixtureConfig, epoch_order
+from ovmllm.data.rows import load_rows
+from ovmllm.multimodal_processor import MultimodalProcessor
+from ovmllm.processor import EncodedSample, SampleRejected
+
+
+@dataclass
+class Sample:
+    position: int  # in the epoch order: the complete data state
+    id: str
+    encoded: EncodedSample
+    visual: list[PackedVisualTokens]  # media items in placeholder order
+
+
+@dataclass
+class Rejections:
+    """Counts by reason and the ids behind them; merge the ones of several workers / ranks."""
+
+    counts: Counter = field(default_factory=Counter)
+    ids: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, sample_id: str) -> None:
+        self.counts[reason] += 1
+        self.ids.setdefault(reason, []).append(sample_id)
+
+    @staticmethod
+    def merge(parts: list[Rejections]) -> Rejections:
+        out = Rejections()
+        for part in parts:
+            out.counts.update(part.counts)
+            for reason, ids in part.ids.items():
+                out.ids.setdefault(reason, []).extend(ids)
+        return out
+
+
+class MixtureDataset:
+    def __init__(
+        self, mixture: MixtureConfig, processor: MultimodalProcessor, cache_dir: str | None = None
+    ) -> None:
+        self.mixture = mixture
+        self.processor = processor
+        self.rows = [load_rows(s.data, cache_dir) for s in mixture.sources]
+        self.roots = [Path(s.root or Path(s.data).parent).resolve() for s in mixture.sources]
+        self.rejections = Rejections()
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(rows) for rows in self.rows]
+
+    def order(self, epoch: int) -> np.ndarray:
+        return epoch_order(self.mixture, self.sizes, epoch)
+
+    def media_path(self, source: int, relative: str) -> Path:
+        root = self.roots[source]
+        path = (root / relative).resolve()
+        if not path.is_relative_to(root):
+            raise SampleRejected("path_escape", f"{relative!r} leaves the dataset root {root}")
+        return path
+
+    def build(self, source: int, row_index: int, position: int = -1) -> Sample:
+        row = self.rows[source][int(row_index)]
+        try:
+            images = [self.media_path(source, p) for p in row["images"]]
+            video = self.media_path(source, row["video"]) if row["video"] else None
+            assets = self.media_path(source, row["codec_assets"]) if row["codec_assets"] else None
+            items = self.processor.load(images, video, assets)
+        except (ValueError, OSError, VideoDecodeError, AssetFormatError) as exc:
+            if isinstance(exc, SampleRejected):
+                raise
+            raise SampleRejected("media_failed", str(exc)) from exc
+        encoded, visual = self.processor.encode(row["conversations"], items)
+        return Sample(position, row["id"], encoded, visual)
+
+    def samples(self, epoch: int, start: int = 0) -> Iterator[Sample]:
+        """Samples of an epoch from position `start`, rejected ones counted and skipped."""
+        order = self.order(epoch)
+        for position in range(start, len(order)):
+            source, row_index = order[position]
+            try:
+                yield self.build(int(source), int(row_index), position)
+            except SampleRejected as exc:
+                self.rejections.add(exc.reason, str(self.rows[int(source)][int(row_index)]["id"]))

@@ -1,0 +1,146 @@
+"""Rows in Arrow, reproducible mixtures, confined media paths, counted rejections, packing."""
+
+import json
+import shutil
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from ovmllm.build import ModelConfig, build_model
+from ovmllm.config import load_config
+from ovmllm.data.dataset import MixtureDataset, Rejections
+from ovmllm.data.mixture import MixtureConfig, SourceConfig, epoch_order, source_counts
+from ovmllm.data.packing import collate, pack
+from ovmllm.data.rows import load_rows
+from tests.conftest import REAL_DATA
+
+QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
+
+
+@pytest.fixture(scope="module")
+def model():
+    if not QWEN3.is_dir():
+        pytest.skip("../shared/real_data is absent")
+    torch.manual_seed(0)
+    cfg = load_config(
+        ModelConfig, "configs/model/tiny.yaml", [f"tokenizer={QWEN3}", "media.image.size=56"]
+    )
+    return build_model(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory, make_video):
+    root = tmp_path_factory.mktemp("data")
+    (root / "img").mkdir()
+    shutil.copy(
+        REAL_DATA / "images" / "natural" / "skimage_coffee.png", root / "img" / "coffee.png"
+    )
+    shutil.copy(
+        make_video("mover.mp4", kind="mover", width=320, height=240, frames=96).path,
+        root / "clip.mp4",
+    )
+    turn = lambda q, a: [{"from": "human", "value": q}, {"from": "gpt", "value": a}]  # noqa: E731
+    rows = [
+        {"id": "text", "conversations": turn("Hello there.", "Hi! How can I help?")},
+        {
+            "id": "image",
+            "image": "img/coffee.png",
+            "conversations": turn("<image>\nWhat is this?", "A cup of coffee."),
+        },
+        {
+            "id": "two",
+            "image": ["img/coffee.png", "img/coffee.png"],
+            "conversations": turn("<image><image> Same?", "Yes."),
+        },
+        {
+            "id": "video",
+            "video": "clip.mp4",
+            "conversations": turn("<video>\nWhat moves?", "A square."),
+        },
+        {"id": "escape", "image": "../outside.png", "conversations": turn("<image> x", "y")},
+        {"id": "missing", "image": "img/none.png", "conversations": turn("<image> x", "y")},
+        {"id": "silent", "conversations": turn("Say nothing.", " ")},
+    ]
+    data = root / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return data
+
+
+def test_rows_are_arrow_backed(source):
+    rows = load_rows(source)
+    assert isinstance(rows, datasets.Dataset) and rows.cache_files  # memory-mapped files
+    assert rows[2]["images"] == ["img/coffee.png", "img/coffee.png"] and rows[0]["video"] == ""
+
+
+def test_mixture_order_is_reproducible():
+    mixture = MixtureConfig(
+        [SourceConfig("a", weight=3), SourceConfig("b", weight=1), SourceConfig("c", count=5)],
+        seed=7,
+    )
+    sizes = [100, 40, 3]
+    assert source_counts(mixture, sizes) == [104, 34, 5]
+    first, again = epoch_order(mixture, sizes, 0), epoch_order(mixture, sizes, 0)
+    assert np.array_equal(first, again) and not np.array_equal(
+        first, epoch_order(mixture, sizes, 1)
+    )
+    counts = np.bincount(first[:, 0], minlength=3)
+    assert counts.tolist() == [104, 34, 5]
+    assert all(first[first[:, 0] == s][:, 1].max() < sizes[s] for s in range(3))
+
+
+def test_rejections_are_counted_by_reason_and_skipped_deterministically(model, source):
+    dataset = MixtureDataset(
+        MixtureConfig([SourceConfig("demo", str(source))], seed=1), model.processor
+    )
+    built = [s.id for s in dataset.samples(epoch=0)]
+    assert sorted(built) == ["image", "text", "two", "video"]
+    assert dict(dataset.rejections.counts) == {
+        "path_escape": 1,
+        "media_failed": 1,
+        "no_supervised_tokens": 1,
+    }
+    assert dataset.rejections.ids["path_escape"] == ["escape"]
+    again = MixtureDataset(
+        MixtureConfig([SourceConfig("demo", str(source))], seed=1), model.processor
+    )
+    position_of = {again.rows[0][int(r)]["id"]: p for p, (_, r) in enumerate(again.order(0))}
+    resumed = [s.id for s in again.samples(epoch=0, start=3)]  # resume skips by index
+    assert resumed == [i for i in built if position_of[i] >= 3]
+    merged = Rejections.merge([dataset.rejections, again.rejections])
+    assert sum(merged.counts.values()) == sum(dataset.rejections.counts.values()) + sum(
+        again.rejections.counts.values()
+    )
+
+
+@torch.no_grad()
+def test_packed_loss_equals_unpacked(model, source):
+    dataset = MixtureDataset(
+        MixtureConfig([SourceConfig("demo", str(source))], seed=1), model.processor
+    )
+    samples = sorted(dataset.samples(epoch=0), key=lambda s: s.id)
+    pad = model.processor.tokenizer.pad_token_id or 0
+    loss_sum, tokens = 0.0, 0
+    for s in samples:  # one by one
+        batch = collate([[(s.encoded.input_ids, s.encoded.labels)]], pad)
+        out = model(batch["input_ids"], labels=batch["labels"], visual=s.visual)
+        loss_sum, tokens = loss_sum + float(out.loss_sum), tokens + int(out.num_tokens)
+    lengths = [len(s.encoded.input_ids) for s in samples]
+    groups = pack(lengths, max_length=max(lengths) + 60)
+    assert len(groups) < len(samples)  # really packed
+    batch = collate(
+        [[(samples[i].encoded.input_ids, samples[i].encoded.labels) for i in g] for g in groups],
+        pad,
+    )
+    items = [item for g in groups for i in g for item in samples[i].visual]
+    assert {item.patch_size for item in items} == {14, 16}  # images and codec cells together
+    out = model(**batch, visual=items)
+    assert int(out.num_tokens) == tokens
+    assert abs(float(out.loss) - loss_sum / tokens) <= 1e-5
+
+
+def test_pack_is_next_fit_and_refuses_oversized_samples():
+    assert pack([3, 4, 2, 5, 1], 7) == [[0, 1], [2, 3], [4]]
+    with pytest.raises(ValueError, match="max_length"):
+        pack([3, 9], 7)

@@ -220,7 +220,7 @@ class OVMLLMForCausalLM(PreTrainedModel):
     def generate(
         self,
         input_ids: torch.Tensor,
-        visual: PackedVisualTokens | None = None,
+        visual: PackedVisualTokens | list[PackedVisualTokens] | None = None,
         attention_mask: torch.Tensor | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from encoder.codec import CodecConfig, read_assets, select_patches
+from encoder.codec import CodecConfig, read_assets, select_patches, write_assets
+from encoder.codec.precompute import asset_key
 from encoder.packed import PackedVisualTokens
 from encoder.producers import ImagePolicy, frames_item, image_item
 from encoder.towers import TowerSpec
@@ -24,6 +25,7 @@ class MediaConfig:
     codec: CodecConfig = field(default_factory=CodecConfig)
     frames: int = 8  # uniform frames per video in `frames` mode
     frame_size: int = 0  # frames-mode canvas side; 0 = 36 patches of the tower (504 / 576)
+    cache_dir: str = ""  # codec selections cached here, keyed on path, size, mtime, settings
 
     def __post_init__(self) -> None:
         if self.video_mode not in ("codec", "frames"):
@@ -44,4 +46,10 @@ def load_video(
         raise ValueError(f"tower {spec.name} cannot take codec video: set media.video_mode=frames")
     if assets:
         return read_assets(assets).to_packed()
-    return select_patches(path, media.codec).to_packed()
+    if not media.cache_dir:
+        return select_patches(path, media.codec).to_packed()
+    path = Path(path).resolve()
+    folder = Path(media.cache_dir) / asset_key(str(path), path, media.codec)
+    if not folder.is_dir():  # written atomically: a folder that exists is complete
+        write_assets(select_patches(path, media.codec), folder)
+    return read_assets(folder).to_packed()

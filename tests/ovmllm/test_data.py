@@ -144,3 +144,34 @@ def test_pack_is_next_fit_and_refuses_oversized_samples():
     assert pack([3, 4, 2, 5, 1], 7) == [[0, 1], [2, 3], [4]]
     with pytest.raises(ValueError, match="max_length"):
         pack([3, 9], 7)
+
+
+def test_online_codec_selection_is_cached_on_disk(model, make_video, tmp_path):
+    from ovmllm.media import load_video
+
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    media = model.processor.media
+    cached = type(media)(**{**media.__dict__, "cache_dir": str(tmp_path / "cache")})
+    first = load_video(video.path, cached, model.tower.spec)
+    folders = list((tmp_path / "cache").iterdir())
+    assert len(folders) == 1 and (folders[0] / "patches.npy").is_file()
+    again = load_video(video.path, cached, model.tower.spec)  # read back, not recomputed
+    assert torch.equal(first.patches, again.patches) and torch.equal(
+        first.positions, again.positions
+    )
+    online = load_video(video.path, media, model.tower.spec)
+    assert torch.equal(online.patches, first.patches)  # cached assets give identical pixels
+
+
+def test_the_real_demo_video_rows_load_through_the_dataset(model, real_video_samples):
+    data = REAL_DATA / "video" / "onevision_demo" / "raw_video_samples.json"
+    dataset = MixtureDataset(
+        MixtureConfig([SourceConfig("demo", str(data))], seed=0), model.processor
+    )
+    samples = list(dataset.samples(epoch=0))
+    assert len(samples) == len(real_video_samples) == 2 and not dataset.rejections.counts
+    k = model.processor.media.codec.num_patches
+    video_pad = model.processor.chat.token_ids["video"]
+    for sample in samples:
+        assert sample.encoded.input_ids.count(video_pad) == k
+        assert sample.visual[0].kinds == ["codec"] and sample.visual[0].lengths == [k]

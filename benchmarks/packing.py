@@ -64,7 +64,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     # Masked SDPA on CPU keeps [heads, L, L] probabilities per layer for backward: recompute them
     # per layer (both layouts alike) so the step fits in a 24 GB machine.
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     model.train()
     gen = torch.Generator().manual_seed(0)
     samples = []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 CANVAS_MODES = ("letterbox", "crop")
 FULL_FRAME_POLICIES = ("first", "iframes", "none")
@@ -92,6 +92,3 @@ class CodecConfig:
         if self.budget is not None:
             return int(self.budget)
         return round(self.budget_frames * self.patches_per_frame)
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -9,7 +9,6 @@ the processor can call it.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 
 import torch
@@ -75,10 +74,6 @@ class TowerSpec:
 class TowerOutput:
     features: torch.Tensor  # [N_out, output_width], items concatenated
     cu_seqlens: torch.Tensor  # [B + 1] int32 item boundaries in `features`
-
-    def split(self) -> list[torch.Tensor]:
-        bounds = self.cu_seqlens.tolist()
-        return [self.features[a:b] for a, b in itertools.pairwise(bounds)]
 
 
 def normalised_cells(

@@ -31,6 +31,16 @@ class Sample:
 
 
 @dataclass
+class Rejected:
+    """A skipped position, passed down the stream so the consumer can count it (one process
+    collects the rejections of all dataloader workers; training sums them across ranks)."""
+
+    position: int
+    id: str
+    reason: str
+
+
+@dataclass
 class Rejections:
     """Counts by reason and the ids behind them; merge the ones of several workers / ranks."""
 
@@ -89,12 +99,24 @@ class MixtureDataset:
         encoded, visual = self.processor.encode(row["conversations"], items)
         return Sample(position, row["id"], encoded, visual)
 
+    def stream(
+        self, epoch: int, start: int = 0, shard: int = 0, num_shards: int = 1
+    ) -> Iterator[Sample | Rejected]:
+        """Positions start, start + 1, ... of an epoch that belong to `shard` (position mod
+        num_shards: a dataloader worker's or rank's share), as samples or rejection records."""
+        order = self.order(epoch)
+        first = start + (shard - start) % num_shards
+        for position in range(first, len(order), num_shards):
+            source, row_index = (int(x) for x in order[position])
+            try:
+                yield self.build(source, row_index, position)
+            except SampleRejected as exc:
+                yield Rejected(position, str(self.rows[source][row_index]["id"]), exc.reason)
+
     def samples(self, epoch: int, start: int = 0) -> Iterator[Sample]:
         """Samples of an epoch from position `start`, rejected ones counted and skipped."""
-        order = self.order(epoch)
-        for position in range(start, len(order)):
-            source, row_index = order[position]
-            try:
-                yield self.build(int(source), int(row_index), position)
-            except SampleRejected as exc:
-                self.rejections.add(exc.reason, str(self.rows[int(source)][int(row_index)]["id"]))
+        for item in self.stream(epoch, start):
+            if isinstance(item, Rejected):
+                self.rejections.add(item.reason, item.id)
+            else:
+                yield item

@@ -154,3 +154,28 @@ def test_frames_mode_feeds_the_grid_towers(tmp_path, make_video):
             torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=visual
         )
         assert torch.isfinite(out.loss)
+
+
+@torch.no_grad()
+def test_cached_generation_equals_uncached_for_every_input_kind(checkpoint, make_video):
+    model = OVMLLMForCausalLM.from_pretrained(checkpoint).eval()
+    processor = model.processor
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96).path
+    frames = OVMLLMForCausalLM.from_pretrained(
+        checkpoint, processor_overrides=["media.video_mode=frames", "media.frames=4"]
+    ).processor
+    cases = {
+        "image": (processor, "<image>\nWhat?", processor.load([PICTURE])),
+        "multi-image": (processor, "<image><image>\nSame?", processor.load([PICTURE, PICTURE])),
+        "frames": (frames, "<video>\nWhat?", frames.load(video=video)),
+        "codec": (processor, "<video>\nWhat?", processor.load(video=video)),
+    }
+    for name, (proc, question, items) in cases.items():
+        prompt = torch.tensor([proc.prompt([{"from": "human", "value": question}], items)])
+        cached = model.generate(
+            prompt, visual=items, max_new_tokens=6, do_sample=False, use_cache=True
+        )
+        plain = model.generate(
+            prompt, visual=items, max_new_tokens=6, do_sample=False, use_cache=False
+        )
+        assert cached.shape[1] == 6 and torch.equal(cached, plain), name

@@ -10,7 +10,7 @@ import torch
 
 from ovmllm.build import ModelConfig, build_model
 from ovmllm.config import load_config
-from ovmllm.data.dataset import MixtureDataset, Rejections
+from ovmllm.data.dataset import MixtureDataset, Rejected, Rejections
 from ovmllm.data.mixture import MixtureConfig, SourceConfig, epoch_order, source_counts
 from ovmllm.data.packing import collate, pack
 from ovmllm.data.rows import load_rows
@@ -108,6 +108,18 @@ def test_rejections_are_counted_by_reason_and_skipped_deterministically(model, s
     position_of = {again.rows[0][int(r)]["id"]: p for p, (_, r) in enumerate(again.order(0))}
     resumed = [s.id for s in again.samples(epoch=0, start=3)]  # resume skips by index
     assert resumed == [i for i in built if position_of[i] >= 3]
+    # dataloader workers: disjoint shares whose rejection records add up to the whole
+    shares = [list(again.stream(epoch=0, shard=w, num_shards=3)) for w in range(3)]
+    positions = sorted(item.position for share in shares for item in share)
+    assert positions == list(range(7))
+    per_worker = []
+    for share in shares:
+        part = Rejections()
+        for item in share:
+            if isinstance(item, Rejected):
+                part.add(item.reason, item.id)
+        per_worker.append(part)
+    assert Rejections.merge(per_worker).counts == dataset.rejections.counts
     merged = Rejections.merge([dataset.rejections, again.rejections])
     assert sum(merged.counts.values()) == sum(dataset.rejections.counts.values()) + sum(
         again.rejections.counts.values()

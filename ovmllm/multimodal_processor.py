@@ -13,6 +13,7 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
+import torch
 from transformers import AutoTokenizer
 
 from connector import ConnectorConfig
@@ -49,6 +50,17 @@ class MultimodalProcessor:
             kind, self.spec.num_output_tokens(kind, length, grid), grid
         )
 
+    def frame_tokens(self, item: PackedVisualTokens) -> list[int]:
+        """Output tokens per frame (per temporal token), in order; one entry for an image."""
+        total = self.tokens_for(item)
+        kind, grid = item.kinds[0], item.grids[0]
+        if kind == "image":
+            return [total]
+        if kind == "codec":  # rows are sorted by t and each patch gives one token
+            return torch.unique_consecutive(item.positions[:, 0], return_counts=True)[1].tolist()
+        frames = -(-grid[0] // self.spec.temporal_patch)
+        return [total // frames] * frames
+
     def load(
         self,
         images: list[str | Path] = (),
@@ -64,13 +76,16 @@ class MultimodalProcessor:
         self, conversations: list[dict], items: list[PackedVisualTokens]
     ) -> tuple[EncodedSample, list[PackedVisualTokens]]:
         """Token ids and labels, and the items in placeholder order (the model's `visual`)."""
-        media = [(it.kinds[0], self.tokens_for(it)) for it in items]
-        sample = self.chat.encode(conversations, media)
+        sample = self.chat.encode(conversations, self._media(items))
         return sample, list(items)
 
     def prompt(self, conversations: list[dict], items: list[PackedVisualTokens]) -> list[int]:
-        media = [(it.kinds[0], self.tokens_for(it)) for it in items]
-        return self.chat.generation_prompt(conversations, media)
+        return self.chat.generation_prompt(conversations, self._media(items))
+
+    def _media(self, items: list[PackedVisualTokens]) -> list[tuple[str, int | list[int]]]:
+        if self.chat.cfg.frame_separator:
+            return [(it.kinds[0], self.frame_tokens(it)) for it in items]
+        return [(it.kinds[0], self.tokens_for(it)) for it in items]
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)

@@ -51,6 +51,9 @@ class SampleRejected(ValueError):
 class ProcessorConfig:
     max_length: int = 4096
     system_prompt: str = "You are a helpful assistant."  # the reference's; "" for none
+    # Text between the frames of a video's placeholder run (e.g. "\n"); "" (the default and the
+    # reference's layout) keeps a video one unbroken run of K tokens.
+    frame_separator: str = ""
 
 
 @dataclass
@@ -146,11 +149,18 @@ class ChatProcessor:
                     "placeholder_mismatch", f"{PLACEHOLDERS[kind]} given a {item_kind} item"
                 )
             pad = VISION_TOKENS["image" if kind == "image" else "video"]
-            out += [text[i:pos], VISION_TOKENS["start"], pad * count, VISION_TOKENS["end"]]
+            runs = count if isinstance(count, list) else [count]
+            if not self.cfg.frame_separator:
+                runs = [sum(runs)]
+            body = self.cfg.frame_separator.join(pad * n for n in runs)
+            out += [text[i:pos], VISION_TOKENS["start"], body, VISION_TOKENS["end"]]
             i = pos + len(PLACEHOLDERS[kind])
 
-    def encode(self, conversations: list[dict], media: list[tuple[str, int]] = ()) -> EncodedSample:
-        """media: (kind, tokens) per item in placeholder order; kind image | frames | codec."""
+    def encode(
+        self, conversations: list[dict], media: list[tuple[str, int | list[int]]] = ()
+    ) -> EncodedSample:
+        """media: (kind, tokens) per item in placeholder order, kind image | frames | codec;
+        tokens may be given per frame (a list) for `frame_separator` to split the run."""
         messages = self.messages(conversations, list(media))
         text = self._render(messages)
         spans = self._supervised_spans(text, messages)
@@ -161,7 +171,8 @@ class ChatProcessor:
             for tok, (start, end) in zip(ids, enc["offset_mapping"], strict=True)
         ]
         pad_ids = {self.token_ids["image"], self.token_ids["video"]}
-        expected = sum(n for _, n in media)
+        totals = [sum(n) if isinstance(n, list) else n for _, n in media]
+        expected = sum(totals)
         found = sum(t in pad_ids for t in ids)
         if found != expected:  # text and features must line up, always
             raise RuntimeError(
@@ -174,7 +185,7 @@ class ChatProcessor:
                     "visual_tokens_truncated", f"{len(ids)} tokens > max_length {cut}"
                 )
             ids, labels = ids[:cut], labels[:cut]
-        sample = EncodedSample(ids, labels, [n for _, n in media])
+        sample = EncodedSample(ids, labels, totals)
         if sample.num_supervised == 0:
             raise SampleRejected("no_supervised_tokens", "no assistant token left to learn")
         return sample

@@ -179,3 +179,26 @@ def test_cached_generation_equals_uncached_for_every_input_kind(checkpoint, make
             prompt, visual=items, max_new_tokens=6, do_sample=False, use_cache=False
         )
         assert cached.shape[1] == 6 and torch.equal(cached, plain), name
+
+
+@torch.no_grad()
+def test_frame_separators_split_the_video_run_per_frame(checkpoint, make_video):
+    model = OVMLLMForCausalLM.from_pretrained(
+        checkpoint,
+        processor_overrides=['chat.frame_separator="\\n"', "media.codec.budget_frames=2"],
+    ).eval()
+    processor = model.processor
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96).path
+    items = processor.load(video=video)
+    per_frame = processor.frame_tokens(items[0])
+    assert sum(per_frame) == processor.tokens_for(items[0]) and len(per_frame) > 1
+    sample, visual = processor.encode(
+        [{"from": "human", "value": "<video>\nWhat?"}, {"from": "gpt", "value": "A square."}], items
+    )
+    text = processor.tokenizer.decode(sample.input_ids)
+    run = text[text.index("<|vision_start|>") : text.index("<|vision_end|>")]
+    assert [len(chunk.split("<|video_pad|>")) - 1 for chunk in run.split("\n")] == per_frame
+    out = model(
+        torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=visual
+    )
+    assert torch.isfinite(out.loss)

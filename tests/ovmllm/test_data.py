@@ -187,3 +187,11 @@ def test_the_real_demo_video_rows_load_through_the_dataset(model, real_video_sam
     for sample in samples:
         assert sample.encoded.input_ids.count(video_pad) == k
         assert sample.visual[0].kinds == ["codec"] and sample.visual[0].lengths == [k]
+
+
+def test_mixture_yaml_loads_into_typed_sources():
+    from ovmllm.config import load_config
+
+    mixture = load_config(MixtureConfig, "configs/data/demo_video.yaml", ["seed=3"])
+    assert mixture.seed == 3 and mixture.sources[0].name == "onevision_demo"
+    assert isinstance(mixture.sources[0], SourceConfig)

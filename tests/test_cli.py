@@ -66,3 +66,24 @@ def test_quickstart_runs_the_pipeline(tmp_path, capsys):
     report = json.loads((tmp_path / "qs" / "report.json").read_text())
     assert report["mover"]["object_recall_codec"] >= 0.9
     assert report["flash"]["event_frames_in_uniform"] == []
+
+
+def test_codec_precompute_from_the_command_line(make_video, tmp_path, capsys):
+    import shutil
+
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    shutil.copy(video.path, tmp_path / "clip.mp4")
+    rows = [{"id": 1, "video": "clip.mp4", "conversations": []}, {"id": 2, "video": "gone.mp4"}]
+    (tmp_path / "data.json").write_text(json.dumps(rows))
+    data, out = str(tmp_path / "data.json"), str(tmp_path / "assets")
+    flags = ["--config", "configs/codec/probe.yaml", "--frames", "16"]
+    args = ["codec", "precompute", data, "--out", out, *flags, "codec.budget=300"]
+    assert main(args) == 3  # one video failed, recorded
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["computed"], summary["failed"]) == (1, 1)
+    meta = json.loads(next((tmp_path / "assets").glob("*/meta.json")).read_text())
+    assert (meta["T"], meta["K"], meta["canvas"]["mode"]) == (
+        16,
+        300,
+        "crop",
+    )  # YAML, flag, override

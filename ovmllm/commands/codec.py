@@ -46,16 +46,16 @@ def _add_codec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
-def codec_overrides(args: argparse.Namespace, prefix: str = "") -> list[str]:
-    """Command-line flags as dotted overrides, then the explicit ones (which win)."""
-    items = []
-    for flag, key in CODEC_FLAGS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            items.append(f"{prefix}{key}={value}")
+def flag_overrides(args: argparse.Namespace, prefix: str = "") -> list[str]:
+    """The codec flags that were given, as dotted overrides."""
+    items = [
+        f"{prefix}{key}={getattr(args, flag)}"
+        for flag, key in CODEC_FLAGS.items()
+        if getattr(args, flag, None) is not None
+    ]
     if getattr(args, "budget_frames", None) is not None:
         items.append(f"{prefix}budget=null")  # an explicit frame budget replaces a patch budget
-    return items + list(args.overrides)
+    return items
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _codec_config(args: argparse.Namespace):
     from encoder.codec.config import CodecConfig
 
-    return load_config(CodecConfig, args.config, codec_overrides(args))
+    return load_config(CodecConfig, args.config, flag_overrides(args) + list(args.overrides))
 
 
 def _summary(selection) -> dict:
@@ -123,22 +123,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_precompute(args: argparse.Namespace) -> int:
+    """Top-level keys of PrecomputeConfig from the flags; codec flags and a codec YAML go to
+    the nested `codec.` settings; trailing overrides use full keys (`codec.frames=32`)."""
+    import yaml
+
     from encoder.codec.precompute import PrecomputeConfig, precompute
 
-    overrides = [f"data={args.data}"]
-    for key in ("root", "out", "output", "workers", "shard"):
-        if getattr(args, key) is not None:
-            overrides.append(f"{key}={getattr(args, key)}")
-    args_overrides = list(args.overrides)
-    args.overrides = []
-    overrides += codec_overrides(args, prefix="codec.") + args_overrides
-    job = load_config(PrecomputeConfig, None, overrides)
-    if args.config:  # a codec YAML applies to the nested codec settings
-        from encoder.codec.config import CodecConfig
-
-        codec_keys = [o.removeprefix("codec.") for o in overrides if o.startswith("codec.")]
-        job.codec = load_config(CodecConfig, args.config, codec_keys)
-    summary = precompute(job)
+    job_flags = [
+        f"{key}={getattr(args, key)}"
+        for key in ("root", "out", "output", "workers", "shard")
+        if getattr(args, key) is not None
+    ]
+    base = {"codec": yaml.safe_load(Path(args.config).read_text())} if args.config else None
+    overrides = [f"data={args.data}", *job_flags, *flag_overrides(args, "codec."), *args.overrides]
+    summary = precompute(load_config(PrecomputeConfig, None, overrides, base=base))
     print(json.dumps(vars(summary)))
-    Path(summary.output)  # written atomically by precompute
     return 0 if summary.failed == 0 else 3

@@ -1,0 +1,1 @@
+"""Training stages (align, instruct) on the assembled model."""

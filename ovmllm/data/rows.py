@@ -2,14 +2,16 @@
 
 Rows are normalised to one schema before Arrow sees them (LLaVA's `image` is a string or a
 list): `id` str, `conversations` [{from, value}], `images` [str], `video` str, `codec_assets`
-str ("" when absent). The Arrow cache lives next to the data file (or in `cache_dir`), so
-dataloader workers share pages instead of each holding Python lists.
+str ("" when absent). The Arrow cache goes to `cache_dir`, by default
+`$XDG_CACHE_HOME/ovmllm/arrow` (~/.cache/...), never beside the data (which may be read-only),
+so dataloader workers share pages instead of each holding Python lists.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import datasets
@@ -52,6 +54,11 @@ def _rows(path: str):
             yield _normalise(row, n)
 
 
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "ovmllm" / "arrow"
+
+
 def load_rows(path: str | Path, cache_dir: str | Path | None = None) -> datasets.Dataset:
     """The rows of a LLaVA JSON/JSONL file as an Arrow-backed `datasets.Dataset`."""
     path = Path(path).resolve()
@@ -59,7 +66,7 @@ def load_rows(path: str | Path, cache_dir: str | Path | None = None) -> datasets
         raise FileNotFoundError(f"data file not found: {path}")
     stat = path.stat()
     key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    cache = Path(cache_dir) if cache_dir else path.parent / ".arrow_cache"
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
     return datasets.Dataset.from_generator(
         _rows,
         gen_kwargs={"path": str(path)},

@@ -17,12 +17,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
 IGNORE_INDEX = -100
 PLACEHOLDERS = {"image": "<image>", "video": "<video>"}
+PLACEHOLDER_KIND = {text: kind for kind, text in PLACEHOLDERS.items()}
+PLACEHOLDER_PATTERN = re.compile("(" + "|".join(re.escape(p) for p in PLACEHOLDERS.values()) + ")")
 ROLES = {
     "human": "user",
     "user": "user",
@@ -130,15 +133,12 @@ class ChatProcessor:
         return messages
 
     def _expand(self, text: str, queue: list[tuple[str, int]]) -> str:
-        out, i = [], 0
-        while True:
-            hits = [
-                (text.find(p, i), kind) for kind, p in PLACEHOLDERS.items() if text.find(p, i) >= 0
-            ]
-            if not hits:
-                out.append(text[i:])
-                return "".join(out)
-            pos, kind = min(hits)
+        out = []
+        for piece in PLACEHOLDER_PATTERN.split(text):  # text, placeholder, text, ...
+            kind = PLACEHOLDER_KIND.get(piece)
+            if kind is None:
+                out.append(piece)
+                continue
             if not queue:
                 raise SampleRejected(
                     "placeholder_mismatch", f"more {PLACEHOLDERS[kind]} than media items"
@@ -153,8 +153,8 @@ class ChatProcessor:
             if not self.cfg.frame_separator:
                 runs = [sum(runs)]
             body = self.cfg.frame_separator.join(pad * n for n in runs)
-            out += [text[i:pos], VISION_TOKENS["start"], body, VISION_TOKENS["end"]]
-            i = pos + len(PLACEHOLDERS[kind])
+            out += [VISION_TOKENS["start"], body, VISION_TOKENS["end"]]
+        return "".join(out)
 
     def encode(
         self, conversations: list[dict], media: list[tuple[str, int | list[int]]] = ()

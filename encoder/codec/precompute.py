@@ -21,6 +21,7 @@ import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -98,15 +99,15 @@ def asset_key(relative: str, video: Path, cfg: CodecConfig) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def _select_and_write(video: str, folder: str, cfg: CodecConfig) -> tuple[str, str | None, float]:
-    start = time.perf_counter()
+def _select_and_write(video: str, folder: str, cfg: CodecConfig) -> tuple[str, str | None]:
+    """(folder, None) on success, (folder, reason) on failure."""
     try:
         write_assets(select_patches(video, cfg), folder)
     except VideoDecodeError as exc:
-        return folder, str(exc), time.perf_counter() - start
+        return folder, str(exc)
     except Exception as exc:  # a batch job records every failure and goes on
-        return folder, f"{video}: {type(exc).__name__}: {exc}", time.perf_counter() - start
-    return folder, None, time.perf_counter() - start
+        return folder, f"{video}: {type(exc).__name__}: {exc}"
+    return folder, None
 
 
 def _write_jsonl(rows: list[dict], path: Path) -> None:
@@ -152,22 +153,20 @@ def precompute(job: PrecomputeConfig, progress: bool = True) -> PrecomputeSummar
     bar = tqdm(total=len(todo), disable=not progress, desc="codec assets", unit="video")
     jobs = [(str(root / v), str(folder_of[v]), job.codec) for v in todo]
     by_folder = {str(folder_of[v]): v for v in todo}
-    if job.workers <= 1:
-        results = (_select_and_write(*args) for args in jobs)
-        for folder, error, _ in results:
+    with ExitStack() as stack:
+        if job.workers <= 1:
+            results = (_select_and_write(*args) for args in jobs)
+        else:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(job.workers, mp_context=get_context("spawn"))
+            )
+            futures = [pool.submit(_select_and_write, *args) for args in jobs]
+            results = (future.result() for future in as_completed(futures))
+        for folder, error in results:
             summary.computed += error is None
             if error is not None:
                 failures[by_folder[folder]] = error
             bar.update()
-    else:
-        with ProcessPoolExecutor(job.workers, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(_select_and_write, *args) for args in jobs]
-            for future in as_completed(futures):
-                folder, error, _ = future.result()
-                summary.computed += error is None
-                if error is not None:
-                    failures[by_folder[folder]] = error
-                bar.update()
     bar.close()
     mine_set = set(mine) | {v for v in failures if v not in folder_of}
     summary.failed = sum(1 for v in failures if v in mine_set)

@@ -297,12 +297,10 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
         out = self._finish(
             hidden.reshape(b * length, -1), positions.reshape(-1, 3), seqs, output_hidden_states
         )
-        unpack = lambda x: x.view(b, length, -1)  # noqa: E731
+        states = out.hidden_states
         result = BaseModelOutputWithPooling(
-            last_hidden_state=unpack(out.last_hidden_state),
+            last_hidden_state=out.last_hidden_state.view(b, length, -1),
             pooler_output=out.pooler_output,
-            hidden_states=tuple(unpack(s) for s in out.hidden_states)
-            if output_hidden_states
-            else None,
+            hidden_states=tuple(s.view(b, length, -1) for s in states) if states else None,
         )
         return result if return_dict else result.to_tuple()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 
-def _model_demo(out: Path, clips_dir: Path) -> dict:
+def _model_demo(out: Path) -> dict:
     """Tiny random model (configs/model/tiny.yaml): checkpoint, reload, loss and a greedy answer
     on the mover clip. Random weights, so the answer is noise until training exists; what this
     shows is the pipeline from video to LLM tokens and back."""
@@ -33,7 +33,7 @@ def _model_demo(out: Path, clips_dir: Path) -> dict:
     build_model(cfg).save_pretrained(out / "tiny_model")
     model = OVMLLMForCausalLM.from_pretrained(out / "tiny_model").eval()
     processor = model.processor
-    items = processor.load(video=clips_dir / "mover.mp4")
+    items = processor.load(video=out / "mover.mp4")
     turns = [
         {"from": "human", "value": "<video>\nWhat moves?"},
         {"from": "gpt", "value": "A square."},
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 f"uniform {frames_equiv} frames hit {row['event_frames_in_uniform']}"
             )
         print(f"  assets: {folder}\n  sheet:  {sheet}")
-    report["model"] = _model_demo(out, clips_dir=out)
+    report["model"] = _model_demo(out)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"\nreport: {out / 'report.json'}")
     return 0

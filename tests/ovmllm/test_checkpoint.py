@@ -57,55 +57,16 @@ def test_init_writes_one_self_describing_folder(checkpoint):
 
 def test_chat_answers_about_an_image_and_a_video(checkpoint, make_video, capsys):
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
-    assert (
-        main(
-            [
-                "chat",
-                "--model",
-                str(checkpoint),
-                "--image",
-                str(PICTURE),
-                "What is this?",
-                "--max-new-tokens",
-                "4",
-            ]
-        )
-        == 0
-    )
+
+    def chat(*args: str) -> int:
+        return main(["chat", "--model", str(checkpoint), *args])
+
+    assert chat("--image", str(PICTURE), "What is this?", "--max-new-tokens", "4") == 0
     assert capsys.readouterr().out.strip()
-    assert (
-        main(
-            [
-                "chat",
-                "--model",
-                str(checkpoint),
-                "--video",
-                str(video.path),
-                "What moves?",
-                "--max-new-tokens",
-                "4",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "chat",
-                "--model",
-                str(checkpoint),
-                "--video",
-                str(video.path),
-                "Hi",
-                "--max-new-tokens",
-                "2",
-                "media.video_mode=frames",
-                "media.frames=4",
-            ]
-        )
-        == 0
-    )
-    assert main(["chat", "--model", str(checkpoint), "--video", "/nonexistent.mp4", "Hi"]) == 1
+    assert chat("--video", str(video.path), "What moves?", "--max-new-tokens", "4") == 0
+    frames = ["media.video_mode=frames", "media.frames=4"]
+    assert chat("--video", str(video.path), "Hi", "--max-new-tokens", "2", *frames) == 0
+    assert chat("--video", "/nonexistent.mp4", "Hi") == 1
 
 
 def test_spatial_merge_with_codec_video_is_refused_at_init(tmp_path, capsys):

@@ -12,6 +12,8 @@ SUBCOMMANDS = {
     "codec": ("ovmllm.commands.codec", "codec patch selection: select, show, precompute"),
     "init": ("ovmllm.commands.init", "build a model from a config and save a checkpoint"),
     "chat": ("ovmllm.commands.chat", "answer one question about images or a video"),
+    "toydata": ("ovmllm.commands.toydata", "write the toy dataset of the tiny training stages"),
+    "train": ("ovmllm.commands.train", "run one training stage (DeepSpeed)"),
     "quickstart": (
         "ovmllm.commands.quickstart",
         "the most complete pipeline so far, on its own data",

@@ -4,12 +4,15 @@
 Visual features are scattered into the text embeddings at the placeholder tokens (one per
 visual token, as the processor expanded them). The forward returns the sum of token losses
 and the number of supervised tokens besides their mean, so training can normalise over the
-global batch. Without media, `dummy_media=True` still runs the tower on its dummy item and adds
-zero times its output, so that every rank touches every parameter (ZeRO-3 needs that).
+global batch. In training, `tower_sizes` makes the tower run once per listed patch size on every
+micro-batch (a zero-weighted dummy item for sizes the batch lacks, text-only batches included):
+ZeRO-3 gathers a module's parameters with a collective on each call, so all ranks must make the
+same calls or they hang.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,9 +131,16 @@ class OVMLLMForCausalLM(PreTrainedModel):
         return [ids[k] for k in ("image", "video") if k in ids]
 
     def visual_features(
-        self, visual: PackedVisualTokens | list[PackedVisualTokens]
+        self, visual: PackedVisualTokens | list[PackedVisualTokens] | None
     ) -> torch.Tensor:
-        """Tower then connector: [N_visual_tokens, llm_width] in item order.
+        """Tower then connector: [N_visual_tokens, llm_width] in item order."""
+        return self._visual(visual or [], ())[0]
+
+    def _visual(
+        self, visual: PackedVisualTokens | list[PackedVisualTokens], tower_sizes: Sequence[int]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Features in item order, and a zero-valued scalar tied to the dummy calls (None
+        without any).
 
         Items may come at different producer patch sizes (images cut at the tower's 14 px,
         codec cells at 16 px): each size is one packed tower call, and the features are put
@@ -138,43 +148,58 @@ class OVMLLMForCausalLM(PreTrainedModel):
         """
         packs = visual if isinstance(visual, list) else [visual]
         items = [pack.item(i) for pack in packs for i in range(len(pack))]
-        by_size: dict[int, list[int]] = {}
+        by_size: dict[int, list[int]] = {size: [] for size in tower_sizes}
         for index, item in enumerate(items):
+            if tower_sizes and item.patch_size not in by_size:
+                raise ValueError(
+                    f"visual item with {item.patch_size}px patches, but the tower runs at "
+                    f"{sorted(tower_sizes)} on every rank (set by the processor's media settings)"
+                )
             by_size.setdefault(item.patch_size, []).append(index)
         features: list[torch.Tensor | None] = [None] * len(items)
-        for indices in by_size.values():
-            group = PackedVisualTokens.concat([items[i] for i in indices])
+        anchor = None
+        device = self.llm.get_input_embeddings().weight.device
+        for size, indices in sorted(by_size.items()):
+            if indices:
+                group = PackedVisualTokens.concat([items[i] for i in indices])
+            else:
+                group = self.tower.dummy_item(size).to_device(device)
             out = self.tower(group)
             lengths = (out.cu_seqlens[1:] - out.cu_seqlens[:-1]).tolist()
             projected = self.connector(out.features, group.grids, lengths)
+            if not indices:
+                zero = 0.0 * projected.sum()
+                anchor = zero if anchor is None else anchor + zero
+                continue
             counts = [
                 self.connector_config.num_output_tokens(kind, n, grid)
                 for kind, n, grid in zip(group.kinds, lengths, group.grids, strict=True)
             ]
             for i, part in zip(indices, projected.split(counts), strict=True):
                 features[i] = part
-        return torch.cat(features)
+        if not items:
+            return torch.zeros(0, device=device), anchor
+        return torch.cat(features), anchor
 
     def embed(
         self,
         input_ids: torch.Tensor,
         visual: PackedVisualTokens | list[PackedVisualTokens] | None,
-        dummy_media: bool = False,
+        tower_sizes: Sequence[int] = (),
     ) -> torch.Tensor:
         embeds = self.llm.get_input_embeddings()(input_ids)
         slots = torch.isin(input_ids, torch.tensor(self.media_token_ids, device=input_ids.device))
-        if visual:
-            feats = self.visual_features(visual).to(embeds.dtype)
-            if feats.shape[0] != int(slots.sum()):
-                raise ValueError(
-                    f"{feats.shape[0]} visual tokens for {int(slots.sum())} placeholders"
-                )
-            embeds = embeds.masked_scatter(slots[..., None], feats)
-        elif int(slots.sum()):
-            raise ValueError(f"{int(slots.sum())} visual placeholders but no media given")
-        elif dummy_media:
-            feats = self.visual_features(self.tower.dummy_item().to_device(input_ids.device))
-            embeds = embeds + 0.0 * feats.sum().to(embeds.dtype)
+        if not visual and not tower_sizes:
+            if int(slots.sum()):
+                raise ValueError(f"{int(slots.sum())} visual placeholders but no media given")
+            return embeds
+        feats, anchor = self._visual(visual or [], tower_sizes)
+        if feats.shape[0] != int(slots.sum()):
+            raise ValueError(f"{feats.shape[0]} visual tokens for {int(slots.sum())} placeholders")
+        if feats.shape[0]:
+            embeds = embeds.masked_scatter(slots[..., None], feats.to(embeds.dtype))
+        if anchor is not None:
+            embeds = embeds + anchor.to(embeds.dtype)
         return embeds
 
     def forward(
@@ -184,31 +209,37 @@ class OVMLLMForCausalLM(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         visual: PackedVisualTokens | list[PackedVisualTokens] | None = None,
-        dummy_media: bool = False,
+        tower_sizes: Sequence[int] = (),
         segment_ids: torch.Tensor | None = None,
         **llm_kwargs,
     ) -> OVMLLMOutput:
         """`segment_ids` [B, L] marks packed samples (1, 2, ... per sequence, 0 = padding), with
         `position_ids` reset per sample: attention stays inside each sample. Flash-attention
-        LLMs get the packing from position_ids alone (varlen); others a block-causal mask."""
-        embeds = self.embed(input_ids, visual, dummy_media)
+        LLMs get the packing from position_ids alone (varlen); others a block-causal mask.
+
+        With `labels`, the LM head runs only at positions whose next token is supervised (the
+        vocabulary projection of every position would dominate a training step: 150K x hidden
+        per token), and `logits` are those rows, [N_supervised, vocab], in sequence order."""
+        embeds = self.embed(input_ids, visual, tower_sizes)
         if segment_ids is not None and self.llm.config._attn_implementation != "flash_attention_2":
             attention_mask = block_causal_mask(segment_ids)
+        keep = None
+        if labels is not None:
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+            llm_kwargs["logits_to_keep"] = keep
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
             **llm_kwargs,
         )
-        logits = out.logits
         if labels is None:
-            return OVMLLMOutput(logits=logits)
-        shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-        shift_labels = labels[:, 1:].reshape(-1)
-        loss_sum = F.cross_entropy(
-            shift_logits, shift_labels, ignore_index=IGNORE_INDEX, reduction="sum"
-        )
-        num_tokens = (shift_labels != IGNORE_INDEX).sum()
+            return OVMLLMOutput(logits=out.logits)
+        logits = out.logits.reshape(-1, out.logits.shape[-1])
+        targets = labels[:, 1:][keep[:, :-1]]
+        loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
+        num_tokens = keep.sum()
         return OVMLLMOutput(
             loss=loss_sum / num_tokens.clamp(min=1),
             loss_sum=loss_sum,

@@ -50,6 +50,13 @@ class MultimodalProcessor:
             kind, self.spec.num_output_tokens(kind, length, grid), grid
         )
 
+    def patch_sizes(self) -> list[int]:
+        """Patch sizes of the items this processor produces (the tower runs once per size)."""
+        sizes = {self.spec.patch_size}
+        if self.media.video_mode == "codec" and "codec" in self.spec.kinds:
+            sizes.add(self.media.codec.patch)
+        return sorted(sizes)
+
     def frame_tokens(self, item: PackedVisualTokens) -> list[int]:
         """Output tokens per frame (per temporal token), in order; one entry for an image."""
         total = self.tokens_for(item)

@@ -109,6 +109,12 @@ class VisionTower(nn.Module):
     def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
         raise NotImplementedError(f"{type(self).__name__} must implement encode")
 
+    def unused_modules(self) -> list[nn.Module]:
+        """Sub-modules the features never pass through (blocks after the selected layer, a
+        pooling head): training keeps them frozen, since a trainable parameter without a
+        gradient breaks ZeRO's gradient reduction."""
+        return []
+
     def forward(self, tokens: PackedVisualTokens) -> TowerOutput:
         for kind, grid, length in zip(tokens.kinds, tokens.grids, tokens.lengths, strict=True):
             self.spec.check_item(kind, length, grid)
@@ -126,10 +132,11 @@ class VisionTower(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
-    def dummy_item(self) -> PackedVisualTokens:
-        """The smallest item this tower accepts: one image of merge x merge black patches."""
+    def dummy_item(self, patch_size: int = 0) -> PackedVisualTokens:
+        """The smallest item this tower accepts: one image of merge x merge black patches
+        (cut at `patch_size`, default the tower's own)."""
         m = self.spec.spatial_merge
-        p = self.spec.patch_size
+        p = patch_size or self.spec.patch_size
         hh, ww = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
         positions = torch.stack(
             [torch.zeros(m * m, dtype=torch.long), hh.flatten(), ww.flatten()], 1

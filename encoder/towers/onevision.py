@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from encoder.onevision import OneVisionEncoderConfig, OneVisionEncoderModel
 from encoder.packed import PackedVisualTokens
 from encoder.towers.base import (
@@ -47,6 +49,12 @@ class OneVisionTower(VisionTower):
         else:
             model = OneVisionEncoderModel(OneVisionEncoderConfig.from_size(cfg.size))
         return cls(model, cfg.select_layer)
+
+    def unused_modules(self) -> list[nn.Module]:
+        n_states = self.model.config.num_hidden_layers + 1
+        index = self.select_layer if self.select_layer >= 0 else n_states + self.select_layer
+        unused = list(self.model.encoder.layers[index:])
+        return unused + [m for m in (self.model.layernorm_post, self.model.head) if m is not None]
 
     def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
         pixels = normalised_cells(tokens, self.spec, self.dtype).to(self.model.device)

@@ -8,6 +8,7 @@ patch token becomes one output token.
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import Siglip2VisionConfig
 from transformers.models.siglip2.modeling_siglip2 import Siglip2VisionModel
 
@@ -56,6 +57,14 @@ class Siglip2Tower(VisionTower):
                 f"siglip2 random init has only size 'tiny'; give tower.path for {cfg.size!r}"
             )
         return cls(model, cfg.select_layer)
+
+    def unused_modules(self) -> list[nn.Module]:
+        unused = [self.model.head] if getattr(self.model, "head", None) is not None else []
+        if self.select_layer == -1:
+            return unused
+        n_states = self.model.config.num_hidden_layers + 1
+        index = self.select_layer if self.select_layer >= 0 else n_states + self.select_layer
+        return [*unused, *self.model.encoder.layers[index:], self.model.post_layernorm]
 
     def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
         device = self.model.device

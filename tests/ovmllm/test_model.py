@@ -54,6 +54,13 @@ def test_loss_sum_and_token_count(model, processor):
     supervised = int((labels[:, 1:] != -100).sum())
     assert int(out.num_tokens) == supervised > 0
     torch.testing.assert_close(out.loss, out.loss_sum / supervised)
+    # the head runs on supervised positions only; the loss is the one of the full logits
+    full = model(ids, visual=picture).logits
+    expected = torch.nn.functional.cross_entropy(
+        full[0, :-1].float(), labels[0, 1:], ignore_index=-100, reduction="sum"
+    )
+    torch.testing.assert_close(out.loss_sum, expected)
+    assert out.logits.shape == (supervised, full.shape[-1])
 
 
 def test_visual_features_land_on_the_placeholders(model, processor):
@@ -71,7 +78,7 @@ def test_visual_features_land_on_the_placeholders(model, processor):
         model(ids, visual=two)
 
 
-def test_dummy_media_touches_the_tower_without_changing_the_loss(model, processor):
+def test_text_only_batch_touches_the_tower_without_changing_the_loss(model, processor):
     encoded = processor.encode(
         [{"from": "human", "value": "Hello"}, {"from": "gpt", "value": "Hi there."}]
     )
@@ -84,7 +91,7 @@ def test_dummy_media_touches_the_tower_without_changing_the_loss(model, processo
         used = {n for n, p in model.tower.named_parameters() if p.grad is not None}
         plain = model(ids, labels=labels)
         model.zero_grad()
-        with_dummy = model(ids, labels=labels, dummy_media=True)
+        with_dummy = model(ids, labels=labels, tower_sizes=[model.tower.spec.patch_size])
         with_dummy.loss.backward()
     finally:
         model.eval()
@@ -120,3 +127,23 @@ def test_save_load_round_trip_gives_identical_logits(model, processor, tmp_path)
     assert type(loaded.llm) is type(model.llm)
     with torch.no_grad():
         assert torch.equal(model(ids, visual=picture).logits, loaded(ids, visual=picture).logits)
+
+
+def test_tower_runs_once_per_listed_patch_size_whatever_the_batch_holds(model, processor):
+    """ZeRO-3 gathers parameters per tower call: every rank must call the tower equally often."""
+    calls = []
+    handle = model.tower.register_forward_hook(lambda m, i, o: calls.append(i[0].patch_size))
+    media_ids, media_labels, picture = sample(processor)
+    encoded = processor.encode([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}])
+    text_ids = torch.tensor([encoded.input_ids])
+    try:
+        with torch.no_grad():
+            plain = model(media_ids, labels=media_labels, visual=picture)
+            padded = model(media_ids, labels=media_labels, visual=picture, tower_sizes=[14, 16])
+            model(text_ids, tower_sizes=[14, 16])
+    finally:
+        handle.remove()
+    assert calls == [14, 14, 16, 14, 16]
+    torch.testing.assert_close(plain.loss, padded.loss)
+    with pytest.raises(ValueError, match="tower runs at"):
+        model(media_ids, visual=picture, tower_sizes=[16])

@@ -1,0 +1,109 @@
+"""A toy LLaVA dataset the project generates itself, for the tiny CPU stages and tests.
+
+Images: a coloured shape on a grey textured background, asked "What is in the picture?" and
+answered with its colour and shape ("A red circle."). Videos: a textured square that moves
+or a static scene (encoder/codec/synthetic.py), asked whether anything moves. The answers
+depend on the media, so a model can only get below the answer-prior loss by looking; held-out
+rows are new draws of the same kinds. Written to a temp folder and renamed: a folder that
+exists is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from encoder.codec.synthetic import write_synthetic_video
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
+           "yellow": (230, 210, 40)}  # fmt: skip
+SHAPES = ("square", "circle", "triangle")
+VIDEO_ANSWERS = {"mover": "Yes, a square moves across the scene.", "static": "No, nothing moves."}
+
+
+@dataclass
+class ToyDataConfig:
+    images: int = 48  # training rows with an image
+    videos: int = 8  # training rows with a video
+    heldout_images: int = 12
+    heldout_videos: int = 2
+    image_size: int = 112
+    video_size: tuple[int, int] = (160, 96)  # width, height
+    video_frames: int = 24
+    seed: int = 0
+
+
+def _draw_shape(path: Path, colour: str, shape: str, size: int, rng: np.random.Generator) -> None:
+    base = rng.integers(90, 150, size=(size, size, 1)) + rng.integers(-12, 12, size=(size, size, 3))
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    side = int(rng.integers(size // 3, size // 2))
+    x, y = (int(v) for v in rng.integers(4, size - side - 4, size=2))
+    box = (x, y, x + side, y + side)
+    fill = COLOURS[colour]
+    if shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "circle":
+        draw.ellipse(box, fill=fill)
+    else:
+        draw.polygon([(x + side // 2, y), (x, y + side), (x + side, y + side)], fill=fill)
+    image.save(path)
+
+
+def _rows(folder: Path, split: str, n_images: int, n_videos: int, cfg: ToyDataConfig, rng):
+    rows = []
+    for i in range(n_images):
+        colour = str(rng.choice(list(COLOURS)))
+        shape = str(rng.choice(SHAPES))
+        name = f"images/{split}_{i:04d}.png"
+        _draw_shape(folder / name, colour, shape, cfg.image_size, rng)
+        rows.append({
+            "id": f"{split}-image-{i}", "image": name,
+            "conversations": [
+                {"from": "human", "value": "<image>\nWhat is in the picture?"},
+                {"from": "gpt", "value": f"A {colour} {shape}."},
+            ],
+        })  # fmt: skip
+    width, height = cfg.video_size
+    for i in range(n_videos):
+        kind = ("mover", "static")[i % 2]
+        name = f"videos/{split}_{i:04d}.mp4"
+        write_synthetic_video(
+            folder / name, kind=kind, width=width, height=height, frames=cfg.video_frames,
+            object_size=24, seed=int(rng.integers(1 << 30)),
+        )  # fmt: skip
+        rows.append({
+            "id": f"{split}-video-{i}", "video": name,
+            "conversations": [
+                {"from": "human", "value": "<video>\nDoes anything move in this video?"},
+                {"from": "gpt", "value": VIDEO_ANSWERS[kind]},
+            ],
+        })  # fmt: skip
+    order = rng.permutation(len(rows))
+    return [rows[i] for i in order]
+
+
+def write_toy_dataset(out: str | Path, cfg: ToyDataConfig | None = None) -> Path:
+    """`out`/train.jsonl and `out`/heldout.jsonl with their media; kept when already there."""
+    cfg = cfg or ToyDataConfig()
+    out = Path(out)
+    if (out / "train.jsonl").is_file() and (out / "heldout.jsonl").is_file():
+        return out
+    tmp = out.with_name(f".tmp-{out.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "videos").mkdir()
+    rng = np.random.default_rng(cfg.seed)
+    for split, n_img, n_vid in (("train", cfg.images, cfg.videos),
+                                ("heldout", cfg.heldout_images, cfg.heldout_videos)):  # fmt: skip
+        rows = _rows(tmp, split, n_img, n_vid, cfg, rng)
+        (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(out)
+    return out

@@ -1,0 +1,122 @@
+"""Training batches addressed by step: step s of a run that starts at sample position p0 reads
+the global positions p0 + s*G ... p0 + (s+1)*G - 1 (G = batch_size x grad_accum x world_size),
+flat over epochs.
+
+The data state is therefore one integer (the next position), resume skips by index without
+reading a sample, and any dataloader worker can build any step. A rank takes the positions of
+the step with offset ≡ rank (mod world size), splits them into `grad_accum` micro-batches of
+`batch_size` samples and packs each into sequences of at most `max_length` tokens. Rejected
+rows drop out of their micro-batch and are reported with it; a micro-batch left empty becomes
+one padding token (no supervised token), so every rank still runs the same forward calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from encoder.packed import PackedVisualTokens
+from ovmllm.data.dataset import MixtureDataset, Rejected, Sample
+from ovmllm.data.packing import collate, pack
+from ovmllm.processor import IGNORE_INDEX, SampleRejected
+
+
+@dataclass
+class MicroBatch:
+    tensors: dict[str, torch.Tensor]  # input_ids, labels, position_ids, segment_ids
+    visual: list[PackedVisualTokens]  # media items in placeholder order
+    sample_ids: list[str]
+
+    @property
+    def num_supervised(self) -> int:
+        """Tokens the loss is taken over (labels are shifted by one in the model)."""
+        return int((self.tensors["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+    @property
+    def num_tokens(self) -> int:
+        return int((self.tensors["segment_ids"] > 0).sum())
+
+
+@dataclass
+class StepBatch:
+    step: int
+    micro_batches: list[MicroBatch]
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+class StepBatches(torch.utils.data.Dataset):
+    """Map-style over step offsets: item s = this rank's micro-batches of step start_step + s."""
+
+    def __init__(
+        self,
+        dataset: MixtureDataset,
+        start_position: int,
+        batch_size: int,
+        grad_accum: int,
+        max_length: int,
+        num_steps: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.dataset = dataset
+        self.start_position = start_position
+        self.batch_size = batch_size
+        self.grad_accum = grad_accum
+        self.max_length = max_length
+        self.num_steps = num_steps
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch_size = len(dataset.order(0))
+        if self.epoch_size == 0:
+            raise ValueError("the data mixture is empty")
+        self._orders: dict[int, object] = {}
+        self.pad_id = dataset.processor.tokenizer.pad_token_id
+        if self.pad_id is None:
+            self.pad_id = dataset.processor.tokenizer.eos_token_id
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.batch_size * self.grad_accum * self.world_size
+
+    def __len__(self) -> int:
+        return self.num_steps
+
+    def position_after(self, steps: int) -> int:
+        return self.start_position + steps * self.samples_per_step
+
+    def _build(self, position: int) -> Sample | Rejected:
+        epoch, index = divmod(position, self.epoch_size)
+        if epoch not in self._orders:
+            self._orders = {epoch: self.dataset.order(epoch)}  # one epoch at a time
+        source, row = (int(x) for x in self._orders[epoch][index])
+        try:
+            return self.dataset.build(source, row, position)
+        except SampleRejected as exc:  # media that fail to load are rejections too
+            return Rejected(position, str(self.dataset.rows[source][row]["id"]), exc.reason)
+
+    def __getitem__(self, offset: int) -> StepBatch:
+        if not 0 <= offset < self.num_steps:
+            raise IndexError(offset)
+        first = self.position_after(offset)
+        mine = range(first + self.rank, first + self.samples_per_step, self.world_size)
+        built = [self._build(position) for position in mine]
+        rejected = [b for b in built if isinstance(b, Rejected)]
+        micro = []
+        for k in range(self.grad_accum):
+            chunk = built[k * self.batch_size : (k + 1) * self.batch_size]
+            micro.append(self._micro_batch([s for s in chunk if isinstance(s, Sample)]))
+        return StepBatch(offset, micro, rejected)
+
+    def _micro_batch(self, samples: list[Sample]) -> MicroBatch:
+        if not samples:
+            tensors = collate([[([self.pad_id], [IGNORE_INDEX])]], self.pad_id)
+            tensors["segment_ids"].zero_()  # padding: no sample, no supervised token
+            return MicroBatch(tensors, [], [])
+        groups = pack([len(s.encoded.input_ids) for s in samples], self.max_length)
+        sequences = [
+            [(samples[i].encoded.input_ids, samples[i].encoded.labels) for i in group]
+            for group in groups
+        ]
+        visual = [item for s in samples for item in s.visual]
+        return MicroBatch(collate(sequences, self.pad_id), visual, [s.id for s in samples])

@@ -1,0 +1,112 @@
+"""DeepSpeed: the process group, the engine config (ZeRO JSON + the stage's values for its
+`"auto"` keys), the client optimiser and the lr schedule.
+
+On a machine without CUDA, DeepSpeed runs on its CPU accelerator with the gloo backend (a real
+engine: ZeRO-2/3 partitioning, its own checkpoint format). The optimiser is always a client
+`torch.optim.AdamW` with one group per trainable part (train/modules.py), so no DeepSpeed op is
+JIT-compiled and per-part learning rates are plain parameter groups.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from train.config import StageConfig
+
+
+@dataclass
+class Dist:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def init_distributed() -> Dist:
+    """Join the process group a launcher (torchrun, deepspeed) describes in the environment, or
+    form a group of one when started directly."""
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    import deepspeed
+
+    if not torch.distributed.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if cuda:
+        torch.cuda.set_device(local_rank)
+    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return Dist(rank, world_size, local_rank, device)
+
+
+def deepspeed_config(cfg: StageConfig, world_size: int) -> dict:
+    """The DeepSpeed JSON with every `"auto"` filled from the stage config."""
+    path = Path(cfg.deepspeed)
+    if not path.is_file():
+        raise FileNotFoundError(f"DeepSpeed config not found: {path}")
+    ds = json.loads(path.read_text())
+    filled = {
+        "train_micro_batch_size_per_gpu": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "train_batch_size": cfg.batch_size * cfg.grad_accum * world_size,
+        "gradient_clipping": cfg.max_grad_norm,
+    }
+    for key, value in filled.items():
+        if ds.get(key, "auto") != "auto" and ds[key] != value:
+            raise ValueError(f"{path}: {key}={ds[key]} conflicts with the stage's {value}")
+        ds[key] = value
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": cfg.precision == "bf16"}
+    ds.setdefault("zero_allow_untested_optimizer", True)  # the client torch AdamW
+    ds.setdefault("steps_per_print", 10**9)  # progress is ours
+    left = [key for key, value in _walk(ds) if value == "auto"]
+    if left:
+        raise ValueError(f"{path}: no stage value for the auto key(s) {left}")
+    return ds
+
+
+def _walk(tree: dict, prefix: str = ""):
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _walk(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key, value
+
+
+def lr_multiplier(cfg: StageConfig, total_steps: int):
+    """step → factor on each group's configured lr: linear warmup, then cosine / linear decay
+    to min_lr_ratio, or constant."""
+    sched = cfg.schedule
+    warmup = sched.warmup_steps or math.ceil(sched.warmup_ratio * total_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if sched.name == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        shape = 0.5 * (1 + math.cos(math.pi * progress)) if sched.name == "cosine" else 1 - progress
+        return sched.min_lr_ratio + (1 - sched.min_lr_ratio) * shape
+
+    return factor

@@ -1,0 +1,234 @@
+"""One training stage, top to bottom: load → freeze → data → engine → (resume) → loop → save.
+
+The loss of a step is the token-level mean over the global batch: each rank counts the
+supervised tokens of its micro-batches, one all-reduce gives the global count N, and every
+micro-batch back-propagates `loss_sum x world_size / N` (DeepSpeed averages gradients over
+ranks; accumulation is not rescaled). Long and short samples thus weigh per token, whatever
+rank or micro-batch they land in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ovmllm.build import ModelConfig, build_model
+from ovmllm.config import load_config, write_config
+from ovmllm.data.dataset import MixtureDataset, Rejections
+from ovmllm.model import OVMLLMForCausalLM
+from train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from train.config import StageConfig
+from train.data import MicroBatch, StepBatch, StepBatches
+from train.engine import Dist, deepspeed_config, init_distributed, lr_multiplier
+from train.export import export_model
+from train.lora import apply_lora
+from train.metrics import RunLogger
+from train.modules import apply_trainability, optimizer_groups
+
+SUMMARY_FILE = "summary.json"
+
+
+def resolve_init(init_from: str) -> Path:
+    """An `ovmllm init` folder, or a stage's output folder (meaning its export)."""
+    folder = Path(init_from)
+    if (folder / "export" / "config.json").is_file():
+        folder = folder / "export"
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(
+            f"init_from={init_from}: no model there (config.json) nor in its export/ "
+            "(run the previous stage first)"
+        )
+    return folder
+
+
+def load_model(cfg: StageConfig) -> OVMLLMForCausalLM:
+    overrides = [*cfg.processor_overrides, f"chat.max_length={cfg.max_length}"]
+    if cfg.init_from:
+        model = OVMLLMForCausalLM.from_pretrained(
+            resolve_init(cfg.init_from), processor_overrides=overrides
+        )
+        if model.processor is None:
+            raise FileNotFoundError(f"init_from={cfg.init_from}: the folder has no processor")
+        return model
+    return build_model(load_config(ModelConfig, None, overrides, base=asdict(cfg.model)))
+
+
+def freeze(model: OVMLLMForCausalLM, cfg: StageConfig) -> dict[str, int]:
+    """Trainability per part, the tower's unused modules frozen, LoRA adapters; returns the
+    trainable parameter count per part."""
+    apply_trainability(model, cfg.trainability)
+    for module in model.tower.unused_modules():
+        module.requires_grad_(False)
+    apply_lora(model, cfg.lora)
+    return {
+        name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
+        for name in ("tower", "connector", "llm")
+    }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _all_reduce(values: list[float], device: torch.device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def train_step(engine, step: StepBatch, tower_sizes: list[int], dist: Dist) -> dict:
+    """One optimizer step over this rank's micro-batches; returns global loss and counts."""
+    local = [
+        sum(mb.num_supervised for mb in step.micro_batches),
+        sum(mb.num_tokens for mb in step.micro_batches),
+        sum(len(mb.sample_ids) for mb in step.micro_batches),
+    ]
+    supervised, tokens, samples = _all_reduce(local, dist.device)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=dist.device)
+    for micro in step.micro_batches:
+        out = engine(**_to_device(micro, dist.device), tower_sizes=tower_sizes)
+        engine.backward(out.loss_sum * dist.world_size / max(supervised, 1.0), scale_wrt_gas=False)
+        engine.step()
+        loss_sum += out.loss_sum.detach().double()
+    (total,) = _all_reduce([float(loss_sum)], dist.device)
+    return {"loss": total / max(supervised, 1.0), "supervised": supervised, "tokens": tokens,
+            "samples": samples}  # fmt: skip
+
+
+def _to_device(micro: MicroBatch, device: torch.device) -> dict:
+    batch = {k: v.to(device) for k, v in micro.tensors.items()}
+    batch["visual"] = [item.to_device(device) for item in micro.visual]
+    return batch
+
+
+def _identity(x):
+    return x
+
+
+def train(cfg: StageConfig) -> dict:
+    dist = init_distributed()
+    import deepspeed  # after init_distributed chose the accelerator
+
+    out = Path(cfg.output_dir)
+    if dist.is_main:
+        write_config(cfg, out / "stage_config.yaml")
+    seed_everything(cfg.seed)  # the same initial weights on every rank
+
+    # 1. load, 2. freeze
+    model = load_model(cfg)
+    trainable = freeze(model, cfg)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    tower_sizes = model.processor.patch_sizes()
+
+    # 3. data
+    dataset = MixtureDataset(cfg.data, model.processor)
+    global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
+    epoch_size = len(dataset.order(0))
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * epoch_size / global_batch))
+
+    # 4. engine
+    optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.trainability))
+    multiplier = lr_multiplier(cfg, total_steps)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, multiplier),
+        config=deepspeed_config(cfg, dist.world_size),
+    )
+
+    # 5. resume
+    state = {"step": 0, "position": 0, "tokens": 0, "rejected": {}, "rejected_ids": {}}
+    checkpoints = out / "checkpoints"
+    checkpoint = find_checkpoint(cfg.resume, checkpoints)
+    if checkpoint is not None:
+        state = load_checkpoint(engine, checkpoint, dist.rank)
+    rejections = Rejections()
+    rejections.counts.update(state["rejected"])
+    rejections.ids.update(state["rejected_ids"])
+    start_step = state["step"]
+
+    # 6. loop
+    batches = StepBatches(
+        dataset, state["position"], cfg.batch_size, cfg.grad_accum, cfg.max_length,
+        max(0, total_steps - start_step), dist.rank, dist.world_size,
+    )  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        batches, batch_size=None, num_workers=cfg.num_workers, collate_fn=_identity
+    )
+    logger = RunLogger(cfg, total_steps, start_step, dist.is_main)
+    logger.note(
+        f"{cfg.name}: {total_steps} steps x {global_batch} samples on {dist.world_size} rank(s), "
+        f"trainable {trainable}, from step {start_step}"
+        + (f" ({checkpoint})" if checkpoint else "")
+    )
+    engine.train()
+    tokens, last_loss, started = state["tokens"], float("nan"), time.perf_counter()
+    for step_batch in loader:
+        step = start_step + step_batch.step + 1
+        lrs = {g.get("name", str(i)): g["lr"] for i, g in enumerate(engine.optimizer.param_groups)}
+        tick = time.perf_counter()
+        result = train_step(engine, step_batch, tower_sizes, dist)
+        seconds = time.perf_counter() - tick
+        tokens += int(result["tokens"])
+        last_loss = result["loss"]
+        for rank_rejected in _gather(step_batch.rejected, dist):
+            for item in rank_rejected:
+                rejections.add(item.reason, item.id)
+                logger.note(f"skipped sample {item.id!r} (position {item.position}): {item.reason}")
+        if step % cfg.log_every == 0 or step == total_steps:
+            counts = {k: int(result[k]) for k in ("tokens", "supervised", "samples")}
+            logger.log(
+                {"step": step, "loss": last_loss, "lr": lrs, **counts,
+                 "tokens_per_s": result["tokens"] / seconds, "step_s": seconds,
+                 "tokens_seen": tokens, "rejected": sum(rejections.counts.values())}
+            )  # fmt: skip
+        state = {
+            "step": step,
+            "position": batches.position_after(step_batch.step + 1),
+            "tokens": tokens,
+            "loss": last_loss,
+            "rejected": dict(rejections.counts),
+            "rejected_ids": rejections.ids,
+        }
+        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+            save_checkpoint(engine, checkpoints, step, state, dist.rank, cfg.keep_checkpoints)
+
+    # 7. save: the last checkpoint (resumable) and the HF export
+    keep = cfg.keep_checkpoints
+    last = save_checkpoint(engine, checkpoints, state["step"], state, dist.rank, keep)
+    export = export_model(engine, model, cfg, out / "export")
+    logger.close()
+    summary = {
+        "stage": cfg.name,
+        "steps": state["step"],
+        "final_loss": last_loss,
+        "tokens_seen": tokens,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "world_size": dist.world_size,
+        "trainable_parameters": trainable,
+        "rejected": dict(rejections.counts),
+        "rejected_ids": rejections.ids,
+        "checkpoint": str(last),
+        "export": str(export) if export else str(out / "export"),
+    }
+    if dist.is_main:
+        (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _gather(items: list, dist: Dist) -> list[list]:
+    if dist.world_size == 1:
+        return [items]
+    gathered: list = [None] * dist.world_size
+    torch.distributed.all_gather_object(gathered, items)
+    return gathered

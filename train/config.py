@@ -86,6 +86,9 @@ class StageConfig:
     max_length: int = 4096  # tokens per packed sequence (and the processor's limit)
     max_steps: int = 0  # 0: epochs x samples per epoch / global batch
     epochs: float = 1.0
+    # end this run after this many steps (checkpoint saved, no export) while keeping the schedule
+    # of max_steps: for time-limited job slots; `resume=auto` continues
+    stop_after: int = 0
     max_grad_norm: float = 1.0
     precision: str = "bf16"  # bf16 | fp32
     gradient_checkpointing: bool = False

@@ -200,18 +200,23 @@ def train(cfg: StageConfig) -> dict:
             "rejected": dict(rejections.counts),
             "rejected_ids": rejections.ids,
         }
+        if cfg.stop_after and step - start_step >= cfg.stop_after and step < total_steps:
+            break
         if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
             save_checkpoint(engine, checkpoints, step, state, dist.rank, cfg.keep_checkpoints)
 
     # 7. save: the last checkpoint (resumable) and the HF export
     keep = cfg.keep_checkpoints
     last = save_checkpoint(engine, checkpoints, state["step"], state, dist.rank, keep)
-    export = export_model(engine, model, cfg, out / "export")
+    finished = state["step"] >= total_steps
+    if finished:
+        export_model(engine, model, cfg, out / "export")
     logger.close()
     summary = {
         "stage": cfg.name,
         "steps": state["step"],
-        "final_loss": last_loss,
+        "total_steps": total_steps,
+        "final_loss": state.get("loss", last_loss),
         "tokens_seen": tokens,
         "train_seconds": round(time.perf_counter() - started, 2),
         "world_size": dist.world_size,
@@ -219,7 +224,7 @@ def train(cfg: StageConfig) -> dict:
         "rejected": dict(rejections.counts),
         "rejected_ids": rejections.ids,
         "checkpoint": str(last),
-        "export": str(export) if export else str(out / "export"),
+        "export": str(out / "export") if finished else None,
     }
     if dist.is_main:
         (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1))

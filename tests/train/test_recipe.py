@@ -1,0 +1,210 @@
+"""Real DeepSpeed engines on CPU (gloo) on the tiny model and the toy data: learning under
+ZeRO-2 and ZeRO-3, frozen parts untouched, per-part learning rates, bad rows counted, export
+round trip, exact resume, a kill during a save, LoRA merge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ovmllm.data.dataset import MixtureDataset
+from ovmllm.data.mixture import MixtureConfig, SourceConfig
+from ovmllm.model import OVMLLMForCausalLM
+from tests.train.conftest import ROOT, child_env, write_stage
+from train.config import load_stage
+from train.lora import apply_lora
+from train.metrics import read_metrics
+from train.recipe import load_model, train
+
+
+def heldout_loss(model: OVMLLMForCausalLM, data: Path) -> float:
+    """Token-mean loss over a data file's samples."""
+    dataset = MixtureDataset(MixtureConfig([SourceConfig(data=str(data))]), model.processor)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for sample in dataset.samples(0):
+            out = model(
+                torch.tensor([sample.encoded.input_ids]),
+                labels=torch.tensor([sample.encoded.labels]),
+                visual=sample.visual,
+            )
+            total, count = total + float(out.loss_sum), count + int(out.num_tokens)
+    return total / count
+
+
+@pytest.fixture(scope="module")
+def init_folder(toy_data, tmp_path_factory) -> Path:
+    """A fresh tiny model saved as an `ovmllm init` folder: the common starting point."""
+    folder = tmp_path_factory.mktemp("init") / "model"
+    cfg = load_stage(write_stage(folder.parent / "s.yaml"))
+    torch.manual_seed(0)
+    load_model(cfg).save_pretrained(folder)
+    return folder
+
+
+def toy_sources(data: Path) -> dict:
+    return {"seed": 0, "sources": [{"name": "toy", "data": str(data)}]}
+
+
+def learning_stage(tmp_path: Path, init: Path, data_file: Path, zero: int, **changes) -> Path:
+    stage = dict(
+        init_from=str(init),
+        model=None,
+        output_dir=str(tmp_path / "run"),
+        data=toy_sources(data_file),
+        trainability={
+            "base_lr": 2e-3,
+            "parts": {"connector": {"train": True}, "llm": {"train": True, "lr_scale": 0.5}},
+        },
+        schedule={"name": "constant", "warmup_steps": 1},
+        batch_size=4,
+        grad_accum=1,
+        max_steps=24,
+        save_every=0,
+        deepspeed=f"configs/deepspeed/zero{zero}.json",
+        processor_overrides=["chat.system_prompt=Answer briefly."],
+    )
+    stage.update(changes)
+    return write_stage(tmp_path / "stage.yaml", **stage)
+
+
+@pytest.mark.parametrize("zero", [2, 3])
+def test_stage_learns_keeps_frozen_parts_and_exports(zero, toy_data, init_folder, tmp_path):
+    # the training file plus rows that must be skipped: a missing image, nothing to learn
+    data = tmp_path / "train.jsonl"
+    bad = [
+        {"id": "no-such-image", "image": "images/missing.png",
+         "conversations": [{"from": "human", "value": "<image>\nHi"},
+                           {"from": "gpt", "value": "Hello."}]},
+        {"id": "no-answer", "conversations": [{"from": "human", "value": "Hi"}]},
+    ]  # fmt: skip
+    rows = (toy_data / "train.jsonl").read_text()
+    data.write_text(rows + "".join(json.dumps(r) + "\n" for r in bad))
+    sources = toy_sources(data)
+    sources["sources"][0]["root"] = str(toy_data)
+
+    summary = train(load_stage(learning_stage(tmp_path, init_folder, data, zero, data=sources)))
+
+    assert summary["steps"] == 24 and summary["world_size"] == 1
+    assert set(summary["rejected_ids"]["media_failed"]) == {"no-such-image"}
+    assert sum(summary["rejected"].values()) >= 2  # 96 samples cover the 46-row file twice
+    assert {i for ids in summary["rejected_ids"].values() for i in ids} == {
+        "no-such-image",
+        "no-answer",
+    }
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 25))
+    first, last = (sum(r["loss"] for r in part) / 6 for part in (rows[:6], rows[-6:]))
+    assert last < first - 0.5, (first, last)
+    # per-part learning rates are the configured ones (constant schedule after 1 warmup step)
+    assert all(r["lr"]["connector"] == 2e-3 and r["lr"]["llm"] == 1e-3 for r in rows)
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 0
+
+    before = OVMLLMForCausalLM.from_pretrained(init_folder).eval()
+    after = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export").eval()
+    heldout = toy_data / "heldout.jsonl"
+    assert heldout_loss(after, heldout) < heldout_loss(before, heldout) - 0.5
+    tower_before, tower_after = before.tower.state_dict(), after.tower.state_dict()
+    assert all(torch.equal(tower_before[k], tower_after[k]) for k in tower_before)
+    connector_before, connector_after = before.connector.state_dict(), after.connector.state_dict()
+    assert not any(torch.equal(connector_before[k], connector_after[k]) for k in connector_before)
+    assert after.processor.chat.cfg.system_prompt == "Answer briefly."  # recorded override
+    assert (tmp_path / "run" / "export" / "stage_config.yaml").is_file()
+
+
+def test_stop_and_resume_gives_the_losses_of_a_straight_run(toy_data, init_folder, tmp_path):
+    data = toy_data / "train.jsonl"
+    common = dict(max_steps=8, save_every=4, grad_accum=2, batch_size=2)
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    train(load_stage(learning_stage(straight, init_folder, data, 2, **common)))
+    parted = tmp_path / "parted"
+    parted.mkdir()
+    path = learning_stage(parted, init_folder, data, 2, **common)
+    first = train(load_stage(path, ["stop_after=3"]))  # stops between saves
+    assert first["steps"] == 3 and first["export"] is None
+    second = train(load_stage(path, ["resume=auto"]))
+    assert second["steps"] == 8
+    a = read_metrics(straight / "run" / "metrics.jsonl")
+    b = read_metrics(parted / "run" / "metrics.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 9))
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    wa = OVMLLMForCausalLM.from_pretrained(straight / "run" / "export").state_dict()
+    wb = OVMLLMForCausalLM.from_pretrained(parted / "run" / "export").state_dict()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+KILL_IN_SAVE = """
+import os, signal, sys
+import train.checkpoint as checkpoint
+from train.config import load_stage
+from train.recipe import train
+
+write = checkpoint.write_trainer_state
+def write_or_die(folder, state):
+    if state["step"] == 6:  # the shards of step 6 are on disk, the checkpoint is not complete
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(folder, state)
+checkpoint.write_trainer_state = write_or_die
+train(load_stage(sys.argv[1]))
+"""
+
+
+def test_a_kill_during_save_resumes_from_the_previous_checkpoint(toy_data, init_folder, tmp_path):
+    path = learning_stage(
+        tmp_path, init_folder, toy_data / "train.jsonl", 2, max_steps=8, save_every=3, batch_size=2
+    )
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_IN_SAVE, str(path)],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [".tmp-step_0000006", "step_0000003"]
+    resumed = train(load_stage(path, ["resume=auto"]))
+    assert resumed["steps"] == 8
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step_0000006", "step_0000008"]
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 9))  # steps 4-5 were redone, once
+
+
+def test_lora_trains_merges_and_reloads_with_the_same_logits(toy_data, init_folder, tmp_path):
+    changes = dict(
+        trainability={
+            "base_lr": 5e-3,
+            "parts": {"connector": {"train": True}, "llm": {"train": True}},
+        },
+        lora={"parts": ["llm"], "r": 4, "alpha": 8},
+        max_steps=4,
+        wandb={"project": "ovmllm-test"},  # no key here: offline, in the run folder
+    )
+    path = learning_stage(tmp_path, init_folder, toy_data / "train.jsonl", 2, **changes)
+    summary = train(load_stage(path))
+    assert summary["trainable_parameters"]["llm"] < 20_000  # adapters only
+    assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+
+    # the unmerged model: a fresh copy with the same LoRA wrapping and the trained weights
+    cfg = load_stage(path)
+    merged = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export").eval()
+    unmerged = OVMLLMForCausalLM(merged.config)
+    apply_lora(unmerged, cfg.lora)
+    shards = tmp_path / "run" / "checkpoints" / "step_0000004" / "deepspeed"
+    unmerged.load_state_dict(torch.load(shards / "mp_rank_00_model_states.pt")["module"])
+    unmerged.eval()
+    lora_b = [p for n, p in unmerged.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().max()) > 0 for p in lora_b)  # the adapters trained
+    assert not any("lora" in k for k in merged.state_dict())
+
+    dataset = MixtureDataset(MixtureConfig([SourceConfig(data=str(toy_data / "heldout.jsonl"))]),
+                             merged.processor)  # fmt: skip
+    sample = next(dataset.samples(0))
+    ids = torch.tensor([sample.encoded.input_ids])
+    with torch.no_grad():
+        a = unmerged(ids, visual=sample.visual).logits
+        b = merged(ids, visual=sample.visual).logits
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

@@ -1,0 +1,90 @@
+"""The pieces of a stage without an engine: config validation, DeepSpeed autos, the schedule,
+step-addressed batches (resume by index)."""
+
+import itertools
+import json
+
+import pytest
+import torch
+
+from ovmllm.data.dataset import MixtureDataset
+from ovmllm.data.mixture import MixtureConfig, SourceConfig
+from ovmllm.multimodal_processor import MultimodalProcessor
+from ovmllm.processor import IGNORE_INDEX
+from tests.train.conftest import ROOT, write_stage
+from train.config import load_stage
+from train.data import StepBatches
+from train.engine import deepspeed_config, lr_multiplier
+from train.recipe import load_model
+
+
+def test_stage_needs_exactly_one_model_source(tmp_path):
+    path = write_stage(tmp_path / "s.yaml")
+    cfg = load_stage(path)
+    assert cfg.name == "s" and cfg.output_dir == "runs/s" and cfg.model is not None
+    with pytest.raises(ValueError, match="exactly one of model"):
+        load_stage(path, ["init_from=somewhere"])
+    with pytest.raises(ValueError, match="lora on llm"):
+        load_stage(path, ["lora.parts=[llm]"])  # the llm is frozen in align
+    with pytest.raises(ValueError, match="media"):
+        load_stage(path, ["processor_overrides=[llm.size=big]"])
+
+
+def test_deepspeed_autos_come_from_the_stage(tmp_path):
+    cfg = load_stage(write_stage(tmp_path / "s.yaml"), ["batch_size=3", "grad_accum=5"])
+    ds = deepspeed_config(cfg, world_size=4)
+    assert ds["train_batch_size"] == 60 and ds["train_micro_batch_size_per_gpu"] == 3
+    assert ds["gradient_accumulation_steps"] == 5 and ds["bf16"]["enabled"] is False
+    assert ds["zero_optimization"]["stage"] == 2
+    fixed = json.loads((ROOT / "configs/deepspeed/zero2.json").read_text())
+    fixed["gradient_accumulation_steps"] = 2
+    (tmp_path / "ds.json").write_text(json.dumps(fixed))
+    cfg.deepspeed = str(tmp_path / "ds.json")
+    with pytest.raises(ValueError, match="conflicts"):
+        deepspeed_config(cfg, world_size=1)
+
+
+@pytest.mark.parametrize("name", ["cosine", "linear", "constant"])
+def test_schedule_warms_up_then_decays(tmp_path, name):
+    cfg = load_stage(
+        write_stage(tmp_path / "s.yaml"), [f"schedule.name={name}", "schedule.warmup_steps=4"]
+    )
+    f = lr_multiplier(cfg, total_steps=20)
+    assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    tail = [f(s) for s in range(4, 20)]
+    assert all(a >= b for a, b in itertools.pairwise(tail))
+    assert tail[-1] == (1.0 if name == "constant" else pytest.approx(1 / 16, abs=0.1))
+
+
+@pytest.fixture(scope="module")
+def toy_batches(toy_data, tmp_path_factory):
+    cfg = load_stage(write_stage(tmp_path_factory.mktemp("s") / "s.yaml"))
+    processor: MultimodalProcessor = load_model(cfg).processor
+    mixture = MixtureConfig([SourceConfig(data=str(toy_data / "train.jsonl"))], seed=3)
+    return MixtureDataset(mixture, processor)
+
+
+def test_a_step_is_addressed_by_position_so_resume_reads_nothing_twice(toy_batches):
+    whole = StepBatches(toy_batches, 0, batch_size=2, grad_accum=2, max_length=1024, num_steps=30)
+    later = StepBatches(toy_batches, whole.position_after(17), 2, 2, 1024, num_steps=13)
+    a, b = whole[17], later[0]
+    for x, y in zip(a.micro_batches, b.micro_batches, strict=True):
+        assert x.sample_ids == y.sample_ids
+        assert all(torch.equal(x.tensors[k], y.tensors[k]) for k in x.tensors)
+    # 30 steps x 4 samples run over the 44-row epoch into the next ones
+    assert whole.position_after(30) == 120 > whole.epoch_size == 44
+
+
+def test_ranks_split_a_step_and_together_cover_it(toy_batches):
+    ranks = [StepBatches(toy_batches, 0, 2, 2, 1024, 5, rank=r, world_size=2) for r in (0, 1)]
+    one = StepBatches(toy_batches, 0, 4, 2, 1024, 5)
+    for step in range(5):
+        split = {i for r in ranks for mb in r[step].micro_batches for i in mb.sample_ids}
+        assert split == {i for mb in one[step].micro_batches for i in mb.sample_ids}
+
+
+def test_empty_micro_batch_is_one_padding_token(toy_batches):
+    batches = StepBatches(toy_batches, 0, 2, 1, 1024, 1)
+    micro = batches._micro_batch([])
+    assert micro.tensors["input_ids"].shape == (1, 1) and micro.num_supervised == 0
+    assert int(micro.tensors["labels"][0, 0]) == IGNORE_INDEX and micro.num_tokens == 0

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ovmllm.data.dataset import MixtureDataset
-from ovmllm.data.mixture import MixtureConfig, SourceConfig
+from ovmllm.data.mixture import MixtureConfig, SourceConfig, epoch_order
 from ovmllm.model import OVMLLMForCausalLM
 from tests.train.conftest import ROOT, child_env, write_stage
 from train.config import load_stage
@@ -208,3 +208,50 @@ def test_lora_trains_merges_and_reloads_with_the_same_logits(toy_data, init_fold
         a = unmerged(ids, visual=sample.visual).logits
         b = merged(ids, visual=sample.visual).logits
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_two_ranks_with_and_without_media_under_zero3_do_not_hang(
+    toy_data, init_folder, tmp_path
+):
+    """Rank 0 gets an image-only and a video-only micro-batch per step (14 and 16 px patches),
+    rank 1 only text; the tower trains and every parameter is partitioned (ZeRO-3)."""
+    media = [json.loads(line) for line in (toy_data / "train.jsonl").read_text().splitlines()]
+    images = [r for r in media if r.get("image")]
+    videos = [r for r in media if r.get("video")]
+    n = 16
+    mixture = MixtureConfig([SourceConfig(data="x")], seed=0)
+    order = epoch_order(mixture, [n], 0)[:, 1]
+    rows: list[dict] = [{}] * n
+    for position, row in enumerate(order):
+        if position % 2:  # rank 1's share: text only
+            rows[row] = {"id": f"text-{position}", "conversations": [
+                {"from": "human", "value": f"Say the number {position}."},
+                {"from": "gpt", "value": f"{position}."}]}  # fmt: skip
+        else:  # rank 0's share: its first micro-batch an image, its second a video
+            rows[row] = dict(images[position] if position % 4 == 0 else videos[position % 3])
+    data = tmp_path / "mixed.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = json.loads((ROOT / "configs/deepspeed/zero3.json").read_text())
+    ds["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    (tmp_path / "zero3_all.json").write_text(json.dumps(ds))
+    sources = {"seed": 0, "sources": [{"name": "mixed", "data": str(data), "root": str(toy_data)}]}
+    path = learning_stage(
+        tmp_path, init_folder, data, 3, data=sources, batch_size=1, grad_accum=2, max_steps=4,
+        deepspeed=str(tmp_path / "zero3_all.json"),
+        trainability={"base_lr": 1e-3, "parts": {
+            "connector": {"train": True}, "llm": {"train": True}, "tower": {"train": True}}},
+    )  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "-m", "ovmllm", "train", str(path)],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout.strip().splitlines()[-1])
+    assert summary["world_size"] == 2 and summary["steps"] == 4 and not summary["rejected"]
+    rows_logged = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert all(r["samples"] == 4 and r["loss"] == r["loss"] for r in rows_logged)  # not NaN
+    before = OVMLLMForCausalLM.from_pretrained(init_folder).tower.state_dict()
+    after = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export").tower.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(".layers.0." in k for k in changed)  # the partitioned tower trained

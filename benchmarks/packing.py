@@ -23,16 +23,9 @@ from transformers import AutoModelForCausalLM, Qwen3Config
 
 from ovmllm.data.packing import block_causal_mask, collate, pack
 
+from mixes import sample_mix  # benchmarks/ is the script's folder
+
 VOCAB = 8192
-
-
-def sample_mix(gen: torch.Generator) -> list[tuple[int, int]]:
-    """(visual tokens, text tokens) of the 16 samples."""
-
-    def text(lo: int, hi: int) -> int:
-        return int(torch.randint(lo, hi + 1, (1,), generator=gen))
-
-    return [(256, text(30, 60)) for _ in range(12)] + [(2048, text(40, 120)) for _ in range(4)]
 
 
 def step(model, ids, labels, position_ids, attention_mask) -> None:

@@ -105,18 +105,21 @@ class StepBatches(torch.utils.data.Dataset):
         micro = []
         for k in range(self.grad_accum):
             chunk = built[k * self.batch_size : (k + 1) * self.batch_size]
-            micro.append(self._micro_batch([s for s in chunk if isinstance(s, Sample)]))
+            kept = [s for s in chunk if isinstance(s, Sample)]
+            micro.append(micro_batch(kept, self.max_length, self.pad_id))
         return StepBatch(offset, micro, rejected)
 
-    def _micro_batch(self, samples: list[Sample]) -> MicroBatch:
-        if not samples:
-            tensors = collate([[([self.pad_id], [IGNORE_INDEX])]], self.pad_id)
-            tensors["segment_ids"].zero_()  # padding: no sample, no supervised token
-            return MicroBatch(tensors, [], [])
-        groups = pack([len(s.encoded.input_ids) for s in samples], self.max_length)
-        sequences = [
-            [(samples[i].encoded.input_ids, samples[i].encoded.labels) for i in group]
-            for group in groups
-        ]
-        visual = [item for s in samples for item in s.visual]
-        return MicroBatch(collate(sequences, self.pad_id), visual, [s.id for s in samples])
+
+def micro_batch(samples: list[Sample], max_length: int, pad_id: int) -> MicroBatch:
+    """Samples packed into sequences of at most max_length tokens and collated."""
+    if not samples:
+        tensors = collate([[([pad_id], [IGNORE_INDEX])]], pad_id)
+        tensors["segment_ids"].zero_()  # padding: no sample, no supervised token
+        return MicroBatch(tensors, [], [])
+    groups = pack([len(s.encoded.input_ids) for s in samples], max_length)
+    sequences = [
+        [(samples[i].encoded.input_ids, samples[i].encoded.labels) for i in group]
+        for group in groups
+    ]
+    visual = [item for s in samples for item in s.visual]
+    return MicroBatch(collate(sequences, pad_id), visual, [s.id for s in samples])

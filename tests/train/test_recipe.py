@@ -210,9 +210,7 @@ def test_lora_trains_merges_and_reloads_with_the_same_logits(toy_data, init_fold
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_two_ranks_with_and_without_media_under_zero3_do_not_hang(
-    toy_data, init_folder, tmp_path
-):
+def test_two_ranks_with_and_without_media_under_zero3_do_not_hang(toy_data, init_folder, tmp_path):
     """Rank 0 gets an image-only and a video-only micro-batch per step (14 and 16 px patches),
     rank 1 only text; the tower trains and every parameter is partitioned (ZeRO-3)."""
     media = [json.loads(line) for line in (toy_data / "train.jsonl").read_text().splitlines()]

@@ -13,7 +13,7 @@ from ovmllm.multimodal_processor import MultimodalProcessor
 from ovmllm.processor import IGNORE_INDEX
 from tests.train.conftest import ROOT, write_stage
 from train.config import load_stage
-from train.data import StepBatches
+from train.data import StepBatches, micro_batch
 from train.engine import deepspeed_config, lr_multiplier
 from train.recipe import load_model
 
@@ -83,8 +83,7 @@ def test_ranks_split_a_step_and_together_cover_it(toy_batches):
         assert split == {i for mb in one[step].micro_batches for i in mb.sample_ids}
 
 
-def test_empty_micro_batch_is_one_padding_token(toy_batches):
-    batches = StepBatches(toy_batches, 0, 2, 1, 1024, 1)
-    micro = batches._micro_batch([])
+def test_empty_micro_batch_is_one_padding_token():
+    micro = micro_batch([], max_length=1024, pad_id=0)
     assert micro.tensors["input_ids"].shape == (1, 1) and micro.num_supervised == 0
     assert int(micro.tensors["labels"][0, 0]) == IGNORE_INDEX and micro.num_tokens == 0

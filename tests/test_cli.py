@@ -66,6 +66,9 @@ def test_quickstart_runs_the_pipeline(tmp_path, capsys):
     report = json.loads((tmp_path / "qs" / "report.json").read_text())
     assert report["mover"]["object_recall_codec"] >= 0.9
     assert report["flash"]["event_frames_in_uniform"] == []
+    trained = report["train"]  # two real DeepSpeed stages on the toy data
+    assert trained["tiny_instruct"]["steps"] == 24
+    assert trained["heldout_loss_after"] < trained["heldout_loss_before"] - 1.0
 
 
 def test_codec_precompute_from_the_command_line(make_video, tmp_path, capsys):

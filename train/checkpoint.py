@@ -52,8 +52,11 @@ def write_trainer_state(folder: Path, state: dict) -> None:
     tmp.replace(folder / STATE_FILE)
 
 
-def save_checkpoint(engine, root: Path, step: int, state: dict, rank: int, keep: int) -> Path:
-    """Collective: every rank calls it. Returns the complete checkpoint folder."""
+def save_checkpoint(
+    engine, root: Path, step: int, state: dict, rank: int, keep: int, files: dict | None = None
+) -> Path:
+    """Collective: every rank calls it. `files` (name → text) are written by rank 0 beside the
+    shards (the resolved stage config). Returns the complete checkpoint folder."""
     final = root / f"{PREFIX}{step:07d}"
     tmp = root / f".tmp-{final.name}"
     if rank == 0:
@@ -64,6 +67,8 @@ def save_checkpoint(engine, root: Path, step: int, state: dict, rank: int, keep:
     torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
     _barrier()
     if rank == 0:
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text)
         write_trainer_state(tmp, state)
         if final.exists():  # the same step saved again (e.g. the end of a resumed run)
             shutil.rmtree(final)

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import socket
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def init_distributed() -> Dist:
     cuda = torch.cuda.is_available()
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    # DeepSpeed 0.19 calls the c10d collectives torch 2.13 renamed, warning on every step
+    for name in ("reduce_scatter_tensor", "all_gather_into_tensor"):
+        warnings.filterwarnings("ignore", f".*{name}. is deprecated", FutureWarning)
     import deepspeed
 
     if not torch.distributed.is_initialized():

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from train.config import StageConfig
 
 METRICS_FILE = "metrics.jsonl"
+REJECTED_FILE = "rejected.jsonl"  # every skipped row: step, position, id, reason
 
 
 def _wandb_key_configured() -> bool:
@@ -37,21 +38,24 @@ class RunLogger:
         self.wandb = None
         if not enabled:
             return
-        self._keep_until(start_step)  # a resumed run rewrites the steps after its checkpoint
+        # a resumed run rewrites the steps after its checkpoint
+        for name in (METRICS_FILE, REJECTED_FILE):
+            self._keep_until(self.path.with_name(name), start_step)
         self.bar = tqdm(total=total_steps, initial=start_step, desc=cfg.name, dynamic_ncols=True)
         if cfg.wandb.project:
             self.wandb = self._start_wandb(cfg)
 
-    def _keep_until(self, step: int) -> None:
-        if not self.path.is_file():
+    @staticmethod
+    def _keep_until(path: Path, step: int) -> None:
+        if not path.is_file():
             return
         kept = [
-            line for line in self.path.read_text().splitlines()
+            line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line).get("step", 0) <= step
         ]  # fmt: skip
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(self.path)
+        tmp.replace(path)
 
     @staticmethod
     def _start_wandb(cfg: StageConfig):
@@ -88,6 +92,14 @@ class RunLogger:
             except Exception as exc:
                 warnings.warn(f"wandb disabled: {exc}", stacklevel=2)
                 self.wandb = None
+
+    def rejected(self, step: int, position: int, sample_id: str, reason: str) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, "position": position, "id": sample_id, "reason": reason}
+        with self.path.with_name(REJECTED_FILE).open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        tqdm.write(f"skipped sample {sample_id!r} (position {position}): {reason}")
 
     def note(self, text: str) -> None:
         if self.enabled:

@@ -120,7 +120,8 @@ def train(cfg: StageConfig) -> dict:
 
     out = Path(cfg.output_dir)
     if dist.is_main:
-        write_config(cfg, out / "stage_config.yaml")
+        config_file = write_config(cfg, out / "stage_config.yaml")
+    saved = {"stage_config.yaml": config_file.read_text()} if dist.is_main else {}
     seed_everything(cfg.seed)  # the same initial weights on every rank
 
     # 1. load, 2. freeze
@@ -148,7 +149,7 @@ def train(cfg: StageConfig) -> dict:
 
     # 5. resume
     state = {"step": 0, "position": 0, "tokens": 0, "rejected": {}, "rejected_ids": {}}
-    checkpoints = out / "checkpoints"
+    checkpoints, keep = out / "checkpoints", cfg.keep_checkpoints
     checkpoint = find_checkpoint(cfg.resume, checkpoints)
     if checkpoint is not None:
         state = load_checkpoint(engine, checkpoint, dist.rank)
@@ -183,8 +184,8 @@ def train(cfg: StageConfig) -> dict:
         last_loss = result["loss"]
         for rank_rejected in _gather(step_batch.rejected, dist):
             for item in rank_rejected:
-                rejections.add(item.reason, item.id)
-                logger.note(f"skipped sample {item.id!r} (position {item.position}): {item.reason}")
+                rejections.count(item.reason, item.id)
+                logger.rejected(step, item.position, item.id, item.reason)
         if step % cfg.log_every == 0 or step == total_steps:
             counts = {k: int(result[k]) for k in ("tokens", "supervised", "samples")}
             logger.log(
@@ -203,11 +204,10 @@ def train(cfg: StageConfig) -> dict:
         if cfg.stop_after and step - start_step >= cfg.stop_after and step < total_steps:
             break
         if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-            save_checkpoint(engine, checkpoints, step, state, dist.rank, cfg.keep_checkpoints)
+            save_checkpoint(engine, checkpoints, step, state, dist.rank, keep, saved)
 
     # 7. save: the last checkpoint (resumable) and the HF export
-    keep = cfg.keep_checkpoints
-    last = save_checkpoint(engine, checkpoints, state["step"], state, dist.rank, keep)
+    last = save_checkpoint(engine, checkpoints, state["step"], state, dist.rank, keep, saved)
     finished = state["step"] >= total_steps
     if finished:
         export_model(engine, model, cfg, out / "export")

@@ -51,6 +51,14 @@ class Rejections:
         self.counts[reason] += 1
         self.ids.setdefault(reason, []).append(sample_id)
 
+    def count(self, reason: str, sample_id: str, keep_ids: int = 100) -> None:
+        """Like `add`, keeping at most `keep_ids` ids per reason (a long run's summary stays
+        small; training logs every id to its rejected.jsonl)."""
+        self.counts[reason] += 1
+        ids = self.ids.setdefault(reason, [])
+        if len(ids) < keep_ids and sample_id not in ids:
+            ids.append(sample_id)
+
     @staticmethod
     def merge(parts: list[Rejections]) -> Rejections:
         out = Rejections()

@@ -253,3 +253,23 @@ def test_two_ranks_with_and_without_media_under_zero3_do_not_hang(toy_data, init
     after = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export").tower.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert any(".layers.0." in k for k in changed)  # the partitioned tower trained
+
+
+def test_bf16_with_gradient_checkpointing_trains_and_exports_bf16(toy_data, init_folder, tmp_path):
+    changes = dict(
+        precision="bf16",
+        gradient_checkpointing=True,
+        max_steps=3,
+        save_every=2,
+        trainability={"base_lr": 1e-3, "parts": {
+            "connector": {"train": True}, "llm": {"train": True}, "tower": {"train": True}}},
+    )  # fmt: skip
+    path = learning_stage(tmp_path, init_folder, toy_data / "train.jsonl", 2, **changes)
+    summary = train(load_stage(path))
+    rows = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert summary["steps"] == 3 and all(0 < r["loss"] < 20 for r in rows)
+    export = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export")
+    assert export.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    for step in ("step_0000002", "step_0000003"):  # each checkpoint carries the resolved config
+        saved = tmp_path / "run" / "checkpoints" / step / "stage_config.yaml"
+        assert load_stage(saved).precision == "bf16"

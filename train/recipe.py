@@ -128,7 +128,7 @@ def train(cfg: StageConfig) -> dict:
     model = load_model(cfg)
     trainable = freeze(model, cfg)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable({"use_reentrant": False})
     tower_sizes = model.processor.patch_sizes()
 
     # 3. data
@@ -182,6 +182,8 @@ def train(cfg: StageConfig) -> dict:
         seconds = time.perf_counter() - tick
         tokens += int(result["tokens"])
         last_loss = result["loss"]
+        if result["supervised"] == 0:
+            logger.note(f"step {step}: no supervised token in the global batch (all rejected?)")
         for rank_rejected in _gather(step_batch.rejected, dist):
             for item in rank_rejected:
                 rejections.count(item.reason, item.id)

@@ -73,26 +73,14 @@ def _training_demo(out: Path) -> dict:
     answer from the exported model."""
     import torch
 
-    from ovmllm.data.dataset import MixtureDataset
-    from ovmllm.data.mixture import MixtureConfig, SourceConfig
     from ovmllm.data.toy import write_toy_dataset
     from ovmllm.model import OVMLLMForCausalLM
     from train.config import load_stage
+    from train.heldout import heldout_loss
     from train.recipe import load_model, seed_everything, train
 
     data = write_toy_dataset(out / "toy_data")
     heldout = data / "heldout.jsonl"
-
-    def heldout_loss(model: OVMLLMForCausalLM) -> float:
-        source = MixtureConfig([SourceConfig(data=str(heldout))])
-        total, count = 0.0, 0
-        with torch.no_grad():
-            for sample in MixtureDataset(source, model.processor).samples(0):
-                ids, labels = sample.encoded.input_ids, sample.encoded.labels
-                result = model(torch.tensor([ids]), labels=torch.tensor([labels]),
-                               visual=sample.visual)  # fmt: skip
-                total, count = total + float(result.loss_sum), count + int(result.num_tokens)
-        return total / count
 
     report = {}
     init = None
@@ -122,8 +110,8 @@ def _training_demo(out: Path) -> dict:
     seed_everything(start.seed)
     before = load_model(start).eval()
     after = OVMLLMForCausalLM.from_pretrained(out / "tiny_instruct" / "export").eval()
-    report["heldout_loss_before"] = round(heldout_loss(before), 4)
-    report["heldout_loss_after"] = round(heldout_loss(after), 4)
+    report["heldout_loss_before"] = round(heldout_loss(before, heldout), 4)
+    report["heldout_loss_after"] = round(heldout_loss(after, heldout), 4)
     row = next(json.loads(x) for x in heldout.read_text().splitlines() if "image" in json.loads(x))
     items = after.processor.load([data / row["image"]])
     prompt = torch.tensor([after.processor.prompt(row["conversations"][:1], items)])

@@ -165,63 +165,6 @@ def frame_to_canvas(
     return _paste(canvas, image, geo)
 
 
-def _two_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per output index of a linear resize src → dst (half-pixel centres, edges clamped, as
-    torch's bilinear and cv2.INTER_LINEAR): the two source indices and the second one's weight."""
-    pos = np.maximum((np.arange(dst) + 0.5) * (src / dst) - 0.5, 0.0)
-    first = np.minimum(np.floor(pos).astype(np.int64), src - 1)
-    second = np.minimum(first + 1, src - 1)
-    return first, second, (pos - first).astype(np.float32)
-
-
-class CellResampler:
-    """Canvas cells computed straight from the display-orientation RGB frame, without the
-    canvas: 2-tap bilinear per output pixel, zero outside the content box.
-
-    When the canvas is larger than the frame (a 224p clip on the 576 canvas), resizing every
-    sampled frame whole costs more than decoding the clip; only the selected ~1/8 of the cells
-    are needed, so they are resampled on their own.
-    """
-
-    def __init__(self, geo: CanvasGeometry, height: int, width: int) -> None:
-        """`height` x `width`: the frame in display orientation."""
-        self.geo = geo
-        self.rows = self._axis(height, geo.resize_h, geo.offset_y, geo.size)
-        self.cols = self._axis(width, geo.resize_w, geo.offset_x, geo.size)
-
-    @staticmethod
-    def _axis(src: int, dst: int, offset: int, size: int):
-        """Per canvas coordinate: source taps, weight, and whether it shows content."""
-        first, second, weight = _two_taps(src, dst)
-        resized = np.arange(size) - offset
-        inside = (resized >= 0) & (resized < dst)
-        at = np.clip(resized, 0, dst - 1)
-        return first[at], second[at], weight[at], inside
-
-    def cells(self, rgb: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-        """[n, 3, p, p] uint8 cells at grid (rows[i], cols[i]) of the canvas of `rgb`."""
-        p = self.geo.patch
-        ys = rows[:, None] * p + np.arange(p)  # [n, p] canvas rows of each cell
-        xs = cols[:, None] * p + np.arange(p)
-        y0, y1, wy, vy = (a[ys] for a in self.rows)
-        x0, x1, wx, vx = (a[xs] for a in self.cols)
-        y0, y1, wy = y0[:, :, None], y1[:, :, None], wy[:, :, None, None]
-        x0, x1, wx = x0[:, None, :], x1[:, None, :], wx[:, None, :, None]
-        image = rgb.astype(np.float32) if rgb.dtype != np.float32 else rgb
-        top = image[y0, x0] * (1 - wx) + image[y0, x1] * wx  # [n, p, p, 3]
-        bottom = image[y1, x0] * (1 - wx) + image[y1, x1] * wx
-        out = top * (1 - wy) + bottom * wy
-        out *= (vy[:, :, None] & vx[:, None, :])[..., None]
-        return np.rint(out).astype(np.uint8).transpose(0, 3, 1, 2).copy()
-
-    def canvas(self, rgb: np.ndarray) -> np.ndarray:
-        """The whole [size, size, 3] canvas (for drawing)."""
-        g, p = self.geo.grid, self.geo.patch
-        rows, cols = np.divmod(np.arange(g * g), g)
-        cells = self.cells(rgb, rows, cols)  # [g*g, 3, p, p]
-        return cells.reshape(g, g, 3, p, p).transpose(0, 3, 1, 4, 2).reshape(g * p, g * p, 3)
-
-
 def cut_patches(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:
     """Patches at grid cells (rows[i], cols[i]) of an RGB canvas: [n, 3, p, p] uint8."""
     g = canvas.shape[0] // patch

@@ -20,7 +20,6 @@ from threadpoolctl import threadpool_limits
 from encoder.codec import motion, residual, saliency
 from encoder.codec.canvas import (
     CanvasGeometry,
-    CellResampler,
     PatchPooler,
     canvas_geometry,
     cut_patches,
@@ -61,34 +60,11 @@ def resolve_plan(plan: np.ndarray, kept: list[int], decoded: int) -> tuple[np.nd
     return kept_arr[nearest], False
 
 
-class FramePixels:
-    """One sampled frame's canvas pixels: the canvas itself (swscale resize, when the canvas is
-    not larger than the frame), or the display-orientation RGB frame whose cells are resampled
-    only when asked for (upscaling: see CellResampler)."""
-
-    def __init__(
-        self,
-        canvas: np.ndarray | None = None,
-        rgb: np.ndarray | None = None,
-        resampler: CellResampler | None = None,
-    ) -> None:
-        self._canvas, self.rgb, self.resampler = canvas, rgb, resampler
-
-    def cells(self, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:
-        if self._canvas is not None:
-            return cut_patches(self._canvas, rows, cols, patch)
-        return self.resampler.cells(self.rgb, rows, cols)
-
-    def canvas(self) -> np.ndarray:
-        """[size, size, 3] uint8 RGB."""
-        return self._canvas if self._canvas is not None else self.resampler.canvas(self.rgb)
-
-
 @dataclass
 class ScoredFrame:
     ordinal: int
     pict_type: int
-    pixels: FramePixels
+    canvas: np.ndarray  # [size, size, 3] uint8 RGB
     scores: np.ndarray | None  # [grid, grid] float32 patch saliency (None for uniform frames)
 
 
@@ -103,7 +79,6 @@ class FrameScorer:
         self.rotation = 0
         self.seconds = 0.0
         self.reformatter = VideoReformatter()
-        self.resampler: CellResampler | None = None  # set when the canvas upscales the frame
 
     def __call__(self, sf: SampledFrame) -> ScoredFrame:
         start = time.perf_counter()
@@ -113,21 +88,12 @@ class FrameScorer:
             if sf.rotation % 180:
                 h, w = w, h
             cfg = self.cfg
-            geo = canvas_geometry(h, w, cfg.canvas, cfg.canvas_size, cfg.patch)
-            self.geometry = geo
-            self.pooler = PatchPooler(geo, *sf.luma.shape, sf.rotation)
-            if geo.resize_h * geo.resize_w > h * w:
-                self.resampler = CellResampler(geo, h, w)
+            self.geometry = canvas_geometry(h, w, cfg.canvas, cfg.canvas_size, cfg.patch)
+            self.pooler = PatchPooler(self.geometry, *sf.luma.shape, sf.rotation)
         scores = self._scores(sf) if self.with_scores else None
-        if self.resampler is not None:
-            rgb = self.reformatter.reformat(sf.frame, format="rgb24").to_ndarray()
-            rgb = np.rot90(rgb, self.rotation // 90 % 4)
-            pixels = FramePixels(rgb=rgb, resampler=self.resampler)
-        else:
-            canvas = frame_to_canvas(sf.frame, self.rotation, self.geometry, self.reformatter)
-            pixels = FramePixels(canvas=canvas)
+        canvas = frame_to_canvas(sf.frame, self.rotation, self.geometry, self.reformatter)
         self.seconds += time.perf_counter() - start
-        return ScoredFrame(sf.ordinal, sf.pict_type, pixels, scores)
+        return ScoredFrame(sf.ordinal, sf.pict_type, canvas, scores)
 
     def _scores(self, sf: SampledFrame) -> np.ndarray:
         cfg = self.cfg
@@ -253,8 +219,8 @@ def _cut(
     out = np.empty((len(positions), 3, patch, patch), np.uint8)
     for t in np.unique(positions[:, 0]):
         rows = np.flatnonzero(positions[:, 0] == t)
-        pixels = kept[int(frame_ids[t])].pixels
-        out[rows] = pixels.cells(positions[rows, 1], positions[rows, 2], patch)
+        canvas = kept[int(frame_ids[t])].canvas
+        out[rows] = cut_patches(canvas, positions[rows, 1], positions[rows, 2], patch)
     return out
 
 
@@ -268,7 +234,7 @@ def select_with_frames(
 ) -> tuple[PatchSelection, list[np.ndarray]]:
     """Selection plus the RGB canvases of the T sampled frames (for drawing them)."""
     selection, frames = _select(path, cfg)
-    return selection, [f.pixels.canvas() for f in frames]
+    return selection, [f.canvas for f in frames]
 
 
 def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, list[ScoredFrame]]:

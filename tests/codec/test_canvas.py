@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoder.codec.canvas import CellResampler, PatchPooler, canvas_geometry, cut_patches
+from encoder.codec.canvas import PatchPooler, canvas_geometry
 from encoder.codec.motion import cells_to_pixels
 
 
@@ -63,22 +63,3 @@ def test_pooler_equals_explicit_resize_pad_sum(rotation, h, w, mode, size, patch
     np.testing.assert_allclose(
         pooler.pool_cells(cells), explicit_scores(display_cells, geo), rtol=1e-4, atol=1e-3
     )
-
-
-@pytest.mark.parametrize("height,width", [(224, 398), (17, 9), (300, 200)])
-def test_cell_resampler_is_the_bilinear_canvas_cell_by_cell(height, width):
-    """Upscaled canvases are resampled per selected cell: the same pixels as resizing the whole
-    frame (torch bilinear, half-pixel centres) and pasting it, up to rounding."""
-    geo = canvas_geometry(height, width, "letterbox", 576, 16)
-    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    resampler = CellResampler(geo, height, width)
-    pixels = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    resized = F.interpolate(pixels, size=(geo.resize_h, geo.resize_w), mode="bilinear")
-    reference = np.zeros((576, 576, 3), np.float32)
-    top, left = geo.offset_y, geo.offset_x
-    reference[top : top + geo.resize_h, left : left + geo.resize_w] = resized[0].permute(1, 2, 0)
-    canvas = resampler.canvas(image)
-    assert np.abs(canvas.astype(int) - np.rint(reference).astype(int)).max() <= 1
-    rows, cols = np.array([0, 17, 35]), np.array([5, 17, 30])
-    cells = resampler.cells(image, rows, cols)
-    assert np.array_equal(cells, cut_patches(canvas, rows, cols, 16))

@@ -64,9 +64,9 @@ def freeze(model: OVMLLMForCausalLM, cfg: StageConfig) -> dict[str, int]:
     """Trainability per part, the tower's unused modules frozen, LoRA adapters; returns the
     trainable parameter count per part."""
     apply_trainability(model, cfg.trainability)
-    for module in model.tower.unused_modules():
-        module.requires_grad_(False)
     apply_lora(model, cfg.lora)
+    for module in model.tower.unused_modules():  # their LoRA adapters included
+        module.requires_grad_(False)
     return {
         name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
         for name in ("tower", "connector", "llm")

@@ -163,15 +163,20 @@ def test_lora_trains_merges_and_reloads_with_the_same_logits(toy_data, init_fold
     changes = dict(
         trainability={
             "base_lr": 5e-3,
-            "parts": {"connector": {"train": True}, "llm": {"train": True}},
+            "parts": {
+                "connector": {"train": True},
+                "llm": {"train": True},
+                "tower": {"train": True},
+            },
         },
-        lora={"parts": ["llm"], "r": 4, "alpha": 8},
+        lora={"parts": ["llm", "tower"], "r": 4, "alpha": 8},
         max_steps=4,
         wandb={"project": "ovmllm-test"},  # no key here: offline, in the run folder
     )
     path = learning_stage(tmp_path, init_folder, toy_data / "train.jsonl", 2, **changes)
     summary = train(load_stage(path))
-    assert summary["trainable_parameters"]["llm"] < 20_000  # adapters only
+    trainable = summary["trainable_parameters"]
+    assert trainable["llm"] < 20_000 and trainable["tower"] < 20_000  # adapters only
     assert list((tmp_path / "run" / "wandb").glob("offline-run-*"))
 
     # the unmerged model: a fresh copy with the same LoRA wrapping and the trained weights

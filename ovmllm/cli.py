@@ -23,6 +23,7 @@ SUBCOMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    argv = _without_local_rank(argv)
     parser = argparse.ArgumentParser(prog="ovmllm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_, help_text) in SUBCOMMANDS.items():
@@ -41,6 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides = [*getattr(args, "overrides", []), *extra]
     return module.run(args)
+
+
+def _without_local_rank(argv: list[str]) -> list[str]:
+    """Drop the `--local_rank=N` the `deepspeed` launcher puts before the script's own
+    arguments; the rank also comes in the environment (LOCAL_RANK), which training reads."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg.startswith("--local_rank="):
+            continue
+        elif arg == "--local_rank" and i + 1 < len(argv):
+            skip = True
+        else:
+            out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -90,3 +90,10 @@ def test_codec_precompute_from_the_command_line(make_video, tmp_path, capsys):
         300,
         "crop",
     )  # YAML, flag, override
+
+
+def test_the_deepspeed_launchers_local_rank_flag_is_dropped():
+    from ovmllm.cli import _without_local_rank
+
+    argv = ["--local_rank=1", "train", "stage.yaml", "--local_rank", "1", "max_steps=2"]
+    assert _without_local_rank(argv) == ["train", "stage.yaml", "max_steps=2"]

@@ -1,7 +1,8 @@
 """`ovmllm train configs/train/STAGE.yaml [key=value ...]`: one training stage.
 
 Started directly it is a DeepSpeed group of one process; under a launcher
-(`torchrun --nproc_per_node N -m ovmllm train ...`, or `deepspeed`) every rank runs it.
+(`torchrun --nproc_per_node N -m ovmllm train ...`, or `deepspeed --num_gpus N $(which ovmllm)
+train ...`) every rank runs it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="stage config YAML (configs/train/*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
-    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:

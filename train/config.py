@@ -99,6 +99,11 @@ class StageConfig:
     keep_checkpoints: int = 2
     resume: str = ""  # "" | auto | a checkpoint folder
     log_every: int = 1
+    # held-out loss (token mean over every sample of a LLaVA file, all ranks sharing the work)
+    # every eval_every steps and at the end; "" = none
+    eval_data: str = ""
+    eval_root: str = ""  # media root of eval_data (default: its folder)
+    eval_every: int = 0
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:

@@ -71,9 +71,7 @@ class StepBatches(torch.utils.data.Dataset):
         if self.epoch_size == 0:
             raise ValueError("the data mixture is empty")
         self._orders: dict[int, object] = {}
-        self.pad_id = dataset.processor.tokenizer.pad_token_id
-        if self.pad_id is None:
-            self.pad_id = dataset.processor.tokenizer.eos_token_id
+        self.pad_id = pad_token_id(dataset.processor.tokenizer)
 
     @property
     def samples_per_step(self) -> int:
@@ -108,6 +106,12 @@ class StepBatches(torch.utils.data.Dataset):
             kept = [s for s in chunk if isinstance(s, Sample)]
             micro.append(micro_batch(kept, self.max_length, self.pad_id))
         return StepBatch(offset, micro, rejected)
+
+
+def pad_token_id(tokenizer) -> int:
+    """The padding id (the end-of-sequence id for tokenizers without one); padding is never
+    attended to nor supervised, so its value only has to be a valid id."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def micro_batch(samples: list[Sample], max_length: int, pad_id: int) -> MicroBatch:

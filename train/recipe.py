@@ -9,6 +9,7 @@ rank or micro-batch they land in.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -22,10 +23,12 @@ import torch
 from ovmllm.build import ModelConfig, build_model
 from ovmllm.config import load_config, write_config
 from ovmllm.data.dataset import MixtureDataset, Rejections
+from ovmllm.data.mixture import MixtureConfig, SourceConfig
 from ovmllm.model import OVMLLMForCausalLM
+from ovmllm.processor import SampleRejected
 from train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from train.config import StageConfig
-from train.data import MicroBatch, StepBatch, StepBatches
+from train.data import MicroBatch, StepBatch, StepBatches, micro_batch, pad_token_id
 from train.engine import Dist, deepspeed_config, init_distributed, lr_multiplier
 from train.export import export_model
 from train.lora import apply_lora
@@ -104,6 +107,30 @@ def train_step(engine, step: StepBatch, tower_sizes: list[int], dist: Dist) -> d
             "samples": samples}  # fmt: skip
 
 
+@torch.no_grad()
+def evaluate(engine, dataset: MixtureDataset, cfg: StageConfig, tower_sizes, dist: Dist) -> float:
+    """Held-out token-mean loss. Rank r takes samples r, r + world, ...; every rank makes the
+    same number of forward calls (an empty micro-batch where it has run out), as ZeRO-3 needs."""
+    order = dataset.order(0)
+    pad_id = pad_token_id(dataset.processor.tokenizer)
+    sums = [0.0, 0.0]
+    engine.eval()
+    for start in range(0, len(order), dist.world_size):
+        index = start + dist.rank
+        samples = []
+        if index < len(order):
+            source, row = (int(x) for x in order[index])
+            with contextlib.suppress(SampleRejected):  # rejected rows are left out
+                samples = [dataset.build(source, row, index)]
+        micro = micro_batch(samples, cfg.max_length, pad_id)
+        out = engine(**_to_device(micro, dist.device), tower_sizes=tower_sizes)
+        sums[0] += float(out.loss_sum)
+        sums[1] += float(out.num_tokens)
+    engine.train()
+    loss_sum, tokens = _all_reduce(sums, dist.device)
+    return loss_sum / max(tokens, 1.0)
+
+
 def _to_device(micro: MicroBatch, device: torch.device) -> dict:
     batch = {k: v.to(device) for k, v in micro.tensors.items()}
     batch["visual"] = [item.to_device(device) for item in micro.visual]
@@ -133,6 +160,10 @@ def train(cfg: StageConfig) -> dict:
 
     # 3. data
     dataset = MixtureDataset(cfg.data, model.processor)
+    heldout = None
+    if cfg.eval_data:
+        source = SourceConfig(name="eval", data=cfg.eval_data, root=cfg.eval_root)
+        heldout = MixtureDataset(MixtureConfig([source]), model.processor)
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     epoch_size = len(dataset.order(0))
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * epoch_size / global_batch))
@@ -188,12 +219,18 @@ def train(cfg: StageConfig) -> dict:
             for item in rank_rejected:
                 rejections.count(item.reason, item.id)
                 logger.rejected(step, item.position, item.id, item.reason)
-        if step % cfg.log_every == 0 or step == total_steps:
+        evaluated = {}
+        if heldout is not None and (
+            step == total_steps or (cfg.eval_every and step % cfg.eval_every == 0)
+        ):
+            evaluated["heldout_loss"] = evaluate(engine, heldout, cfg, tower_sizes, dist)
+        if step % cfg.log_every == 0 or step == total_steps or evaluated:
             counts = {k: int(result[k]) for k in ("tokens", "supervised", "samples")}
             logger.log(
                 {"step": step, "loss": last_loss, "lr": lrs, **counts,
                  "tokens_per_s": result["tokens"] / seconds, "step_s": seconds,
-                 "tokens_seen": tokens, "rejected": sum(rejections.counts.values())}
+                 "tokens_seen": tokens, "rejected": sum(rejections.counts.values()),
+                 **evaluated}
             )  # fmt: skip
         state = {
             "step": step,

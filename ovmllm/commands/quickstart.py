@@ -88,6 +88,7 @@ def _training_demo(out: Path) -> dict:
         overrides = [
             f"output_dir={out / stage}",
             f"data.sources=[{{name: toy, data: {data / 'train.jsonl'}}}]",
+            f"eval_data={heldout}",
         ]
         if init is not None:
             overrides.append(f"init_from={init}")

@@ -74,7 +74,11 @@ def test_stage_learns_keeps_frozen_parts_and_exports(zero, toy_data, init_folder
     sources = toy_sources(data)
     sources["sources"][0]["root"] = str(toy_data)
 
-    summary = train(load_stage(learning_stage(tmp_path, init_folder, data, zero, data=sources)))
+    heldout = toy_data / "heldout.jsonl"
+    stage = learning_stage(
+        tmp_path, init_folder, data, zero, data=sources, eval_data=str(heldout), eval_every=12
+    )
+    summary = train(load_stage(stage))
 
     assert summary["steps"] == 24 and summary["world_size"] == 1
     assert set(summary["rejected_ids"]["media_failed"]) == {"no-such-image"}
@@ -93,8 +97,10 @@ def test_stage_learns_keeps_frozen_parts_and_exports(zero, toy_data, init_folder
 
     before = OVMLLMForCausalLM.from_pretrained(init_folder).eval()
     after = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export").eval()
-    heldout = toy_data / "heldout.jsonl"
     assert heldout_loss(after, heldout) < heldout_loss(before, heldout) - 0.5
+    # the in-training evaluation (steps 12 and 24) saw the same model on the same samples
+    assert [r["step"] for r in rows if "heldout_loss" in r] == [12, 24]
+    assert rows[-1]["heldout_loss"] == pytest.approx(heldout_loss(after, heldout), rel=1e-4)
     tower_before, tower_after = before.tower.state_dict(), after.tower.state_dict()
     assert all(torch.equal(tower_before[k], tower_after[k]) for k in tower_before)
     connector_before, connector_after = before.connector.state_dict(), after.connector.state_dict()
@@ -227,6 +233,7 @@ def test_two_ranks_with_and_without_media_under_zero3_do_not_hang(toy_data, init
     path = learning_stage(
         tmp_path, init_folder, data, 3, data=sources, batch_size=1, grad_accum=2, max_steps=4,
         deepspeed=str(tmp_path / "zero3_all.json"),
+        eval_data=str(toy_data / "heldout.jsonl"),  # 14 samples over 2 ranks, media mixed
         trainability={"base_lr": 1e-3, "parts": {
             "connector": {"train": True}, "llm": {"train": True}, "tower": {"train": True}}},
     )  # fmt: skip
@@ -240,6 +247,7 @@ def test_two_ranks_with_and_without_media_under_zero3_do_not_hang(toy_data, init
     assert summary["world_size"] == 2 and summary["steps"] == 4 and not summary["rejected"]
     rows_logged = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert all(r["samples"] == 4 and r["loss"] == r["loss"] for r in rows_logged)  # not NaN
+    assert 0 < rows_logged[-1]["heldout_loss"] < 20
     before = OVMLLMForCausalLM.from_pretrained(init_folder).tower.state_dict()
     after = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export").tower.state_dict()
     changed = [k for k in before if not torch.equal(before[k], after[k])]

@@ -4,7 +4,8 @@ Every rank writes its DeepSpeed shards (model, optimiser, scheduler) and its RNG
 `.tmp-step_NNNNNNN/`; rank 0 then adds `trainer_state.json` (step, the next data position,
 counters) and renames the folder. A folder named `step_*` is therefore always complete, the
 previous one is deleted only after the new one exists, and a run killed while saving leaves a
-`.tmp-*` folder that `resume=auto` ignores (and the next save clears).
+`.tmp-*` folder that `resume=auto` ignores (and the next save clears). The output folder must
+be on a filesystem all ranks share (rank 0 renames what every rank wrote).
 """
 
 from __future__ import annotations
@@ -70,12 +71,14 @@ def save_checkpoint(
         for name, text in (files or {}).items():
             (tmp / name).write_text(text)
         write_trainer_state(tmp, state)
-        if final.exists():  # the same step saved again (e.g. the end of a resumed run)
-            shutil.rmtree(final)
+        old = root / f".old-{final.name}"
+        if final.exists():  # the same step saved again: swap, so one copy is always complete
+            final.rename(old)
         tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
         for old in complete_checkpoints(root)[:-keep]:
             shutil.rmtree(old)
-        for stale in root.glob(".tmp-*"):
+        for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
             shutil.rmtree(stale, ignore_errors=True)
     _barrier()
     return final
@@ -105,7 +108,5 @@ def load_checkpoint(engine, folder: Path, rank: int) -> dict:
     load_path, _ = engine.load_checkpoint(str(folder), tag=DS_TAG)
     if load_path is None:
         raise RuntimeError(f"DeepSpeed could not load the checkpoint in {folder}")
-    rng_file = folder / f"rng_rank{rank}.pt"
-    if rng_file.is_file():  # absent when resuming on more ranks than saved
-        set_rng_state(torch.load(rng_file, weights_only=False))
+    set_rng_state(torch.load(folder / f"rng_rank{rank}.pt", weights_only=False))
     return json.loads((folder / STATE_FILE).read_text())

@@ -81,7 +81,12 @@ def deepspeed_config(cfg: StageConfig, world_size: int) -> dict:
         if ds.get(key, "auto") != "auto" and ds[key] != value:
             raise ValueError(f"{path}: {key}={ds[key]} conflicts with the stage's {value}")
         ds[key] = value
-    ds["bf16"] = {**ds.get("bf16", {}), "enabled": cfg.precision == "bf16"}
+    bf16 = cfg.precision == "bf16"
+    if ds.get("bf16", {}).get("enabled", "auto") not in ("auto", bf16):
+        raise ValueError(f"{path}: bf16.enabled conflicts with precision={cfg.precision}")
+    if ds.get("fp16", {}).get("enabled", False) not in (False, "auto"):
+        raise ValueError(f"{path}: fp16 is not supported; the stage's precision is bf16 or fp32")
+    ds["bf16"] = {**ds.get("bf16", {}), "enabled": bf16}
     ds.setdefault("zero_allow_untested_optimizer", True)  # the client torch AdamW
     ds.setdefault("steps_per_print", 10**9)  # progress is ours
     left = [key for key, value in _walk(ds) if value == "auto"]

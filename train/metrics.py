@@ -49,10 +49,7 @@ class RunLogger:
     def _keep_until(path: Path, step: int) -> None:
         if not path.is_file():
             return
-        kept = [
-            line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]  # fmt: skip
+        kept = [json.dumps(row) for row in _rows(path) if row.get("step", 0) <= step]
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         tmp.replace(path)
@@ -116,11 +113,20 @@ class RunLogger:
             plot_loss(rows, self.path.with_name("loss.png"))
 
 
+def _rows(path: Path) -> list[dict]:
+    """The JSON lines of a file; a line cut short by a kill mid-append is skipped."""
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
 def read_metrics(path: str | Path) -> list[dict]:
     path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _rows(path) if path.is_file() else []
 
 
 def plot_loss(rows: list[dict], out: Path) -> Path:

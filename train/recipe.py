@@ -10,6 +10,7 @@ rank or micro-batch they land in.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import random
@@ -26,7 +27,12 @@ from ovmllm.data.dataset import MixtureDataset, Rejections
 from ovmllm.data.mixture import MixtureConfig, SourceConfig
 from ovmllm.model import OVMLLMForCausalLM
 from ovmllm.processor import SampleRejected
-from train.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+from train.checkpoint import (
+    complete_checkpoints,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from train.config import StageConfig
 from train.data import MicroBatch, StepBatch, StepBatches, micro_batch, pad_token_id
 from train.engine import Dist, deepspeed_config, init_distributed, lr_multiplier
@@ -96,6 +102,9 @@ def train_step(engine, step: StepBatch, tower_sizes: list[int], dist: Dist) -> d
         sum(len(mb.sample_ids) for mb in step.micro_batches),
     ]
     supervised, tokens, samples = _all_reduce(local, dist.device)
+    if supervised == 0:  # nothing to learn from: no AdamW update (the scheduler resets lr after)
+        for group in engine.optimizer.param_groups:
+            group["lr"] = 0.0
     loss_sum = torch.zeros((), dtype=torch.float64, device=dist.device)
     for micro in step.micro_batches:
         out = engine(**_to_device(micro, dist.device), tower_sizes=tower_sizes)
@@ -148,7 +157,7 @@ def train(cfg: StageConfig) -> dict:
     out = Path(cfg.output_dir)
     if dist.is_main:
         config_file = write_config(cfg, out / "stage_config.yaml")
-    saved = {"stage_config.yaml": config_file.read_text()} if dist.is_main else {}
+    config_files = {"stage_config.yaml": config_file.read_text()} if dist.is_main else {}
     seed_everything(cfg.seed)  # the same initial weights on every rank
 
     # 1. load, 2. freeze
@@ -157,6 +166,7 @@ def train(cfg: StageConfig) -> dict:
     if cfg.gradient_checkpointing:
         model.activation_checkpointing_enable({"use_reentrant": False})
     tower_sizes = model.processor.patch_sizes()
+    seed_everything(cfg.seed + dist.rank)  # own dropout masks per rank
 
     # 3. data
     dataset = MixtureDataset(cfg.data, model.processor)
@@ -166,7 +176,8 @@ def train(cfg: StageConfig) -> dict:
         heldout = MixtureDataset(MixtureConfig([source]), model.processor)
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     epoch_size = len(dataset.order(0))
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * epoch_size / global_batch))
+    # a partial last global batch is dropped (ceil would read into the next epoch's order)
+    total_steps = cfg.max_steps or max(1, math.floor(cfg.epochs * epoch_size / global_batch))
 
     # 4. engine
     optimizer = torch.optim.AdamW(optimizer_groups(model, cfg.trainability))
@@ -180,10 +191,29 @@ def train(cfg: StageConfig) -> dict:
 
     # 5. resume
     state = {"step": 0, "position": 0, "tokens": 0, "rejected": {}, "rejected_ids": {}}
-    checkpoints, keep = out / "checkpoints", cfg.keep_checkpoints
+    loaded_step = -1
+    checkpoints = out / "checkpoints"
+    save = functools.partial(  # collective: (step, state) → the complete checkpoint folder
+        save_checkpoint, engine, checkpoints, rank=dist.rank, keep=cfg.keep_checkpoints,
+        files=config_files,
+    )  # fmt: skip
     checkpoint = find_checkpoint(cfg.resume, checkpoints)
+    if checkpoint is None and complete_checkpoints(checkpoints):
+        raise FileExistsError(
+            f"{checkpoints} holds checkpoints of an earlier run: resume=auto continues it; "
+            "otherwise choose another output_dir or delete them"
+        )
+    batch_geometry = {"world_size": dist.world_size, "batch_size": cfg.batch_size,
+                      "grad_accum": cfg.grad_accum}  # fmt: skip
     if checkpoint is not None:
         state = load_checkpoint(engine, checkpoint, dist.rank)
+        loaded_step = state["step"]
+        saved_geometry = {k: state.get(k) for k in batch_geometry}
+        if saved_geometry != batch_geometry:
+            raise ValueError(
+                f"{checkpoint} was saved with {saved_geometry}, this run has {batch_geometry}: "
+                "steps, schedule and ZeRO shards would not line up"
+            )
     rejections = Rejections()
     rejections.counts.update(state["rejected"])
     rejections.ids.update(state["rejected_ids"])
@@ -195,7 +225,13 @@ def train(cfg: StageConfig) -> dict:
         max(0, total_steps - start_step), dist.rank, dist.world_size,
     )  # fmt: skip
     loader = torch.utils.data.DataLoader(
-        batches, batch_size=None, num_workers=cfg.num_workers, collate_fn=_identity
+        batches,
+        batch_size=None,
+        num_workers=cfg.num_workers,
+        collate_fn=_identity,
+        # its own generator: drawing worker seeds from the global one would shift the restored
+        # RNG stream (dropout) of a resumed run
+        generator=torch.Generator().manual_seed(cfg.seed),
     )
     logger = RunLogger(cfg, total_steps, start_step, dist.is_main)
     logger.note(
@@ -233,6 +269,7 @@ def train(cfg: StageConfig) -> dict:
                  **evaluated}
             )  # fmt: skip
         state = {
+            **batch_geometry,
             "step": step,
             "position": batches.position_after(step_batch.step + 1),
             "tokens": tokens,
@@ -243,10 +280,11 @@ def train(cfg: StageConfig) -> dict:
         if cfg.stop_after and step - start_step >= cfg.stop_after and step < total_steps:
             break
         if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-            save_checkpoint(engine, checkpoints, step, state, dist.rank, keep, saved)
+            save(step, state)
 
     # 7. save: the last checkpoint (resumable) and the HF export
-    last = save_checkpoint(engine, checkpoints, state["step"], state, dist.rank, keep, saved)
+    # nothing to save when nothing trained since the checkpoint the run resumed from
+    last = checkpoint if state["step"] == loaded_step else save(state["step"], state)
     finished = state["step"] >= total_steps
     if finished:
         export_model(engine, model, cfg, out / "export")

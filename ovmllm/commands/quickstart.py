@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -92,6 +93,7 @@ def _training_demo(out: Path) -> dict:
         ]
         if init is not None:
             overrides.append(f"init_from={init}")
+        shutil.rmtree(out / stage, ignore_errors=True)  # a demo run starts fresh each time
         summary = train(load_stage(f"configs/train/{stage}.yaml", overrides))
         rows = [json.loads(x) for x in (out / stage / "metrics.jsonl").read_text().splitlines()]
         report[stage] = {

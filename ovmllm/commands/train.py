@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         summary = train(cfg)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, FileExistsError) as exc:  # missing inputs, an occupied run
         print(f"ovmllm train: {exc}", file=sys.stderr)
         return 1
     if summary["world_size"] == 1 or _rank() == 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -89,10 +89,13 @@ def _rows(folder: Path, split: str, n_images: int, n_videos: int, cfg: ToyDataCo
 
 
 def write_toy_dataset(out: str | Path, cfg: ToyDataConfig | None = None) -> Path:
-    """`out`/train.jsonl and `out`/heldout.jsonl with their media; kept when already there."""
+    """`out`/train.jsonl and `out`/heldout.jsonl with their media; kept when already there with
+    the same settings (recorded in `toy_config.json`), rewritten otherwise."""
     cfg = cfg or ToyDataConfig()
     out = Path(out)
-    if (out / "train.jsonl").is_file() and (out / "heldout.jsonl").is_file():
+    settings = json.dumps(asdict(cfg), sort_keys=True)
+    recorded = out / "toy_config.json"
+    if recorded.is_file() and recorded.read_text() == settings:
         return out
     tmp = out.with_name(f".tmp-{out.name}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -103,6 +106,7 @@ def write_toy_dataset(out: str | Path, cfg: ToyDataConfig | None = None) -> Path
                                 ("heldout", cfg.heldout_images, cfg.heldout_videos)):  # fmt: skip
         rows = _rows(tmp, split, n_img, n_vid, cfg, rng)
         (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp / "toy_config.json").write_text(settings)
     shutil.rmtree(out, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)

@@ -28,6 +28,7 @@ def write_stage(path: Path, base: str = "tiny_align", **changes) -> Path:
     """configs/train/<base>.yaml with top-level keys replaced, written to `path` (absolute
     tokenizer and DeepSpeed paths, so the stage runs from any directory)."""
     stage = yaml.safe_load((ROOT / "configs" / "train" / f"{base}.yaml").read_text())
+    stage["eval_data"] = ""  # the tiny stages name runs/toy_data, which a test must not read
     stage.update(changes)
     if stage.get("model"):
         stage["model"]["tokenizer"] = str(TOKENIZER)

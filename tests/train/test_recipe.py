@@ -110,8 +110,13 @@ def test_stage_learns_keeps_frozen_parts_and_exports(zero, toy_data, init_folder
 
 
 def test_stop_and_resume_gives_the_losses_of_a_straight_run(toy_data, init_folder, tmp_path):
+    """A schedule that changes every step and LoRA dropout: scheduler and RNG must resume too."""
     data = toy_data / "train.jsonl"
-    common = dict(max_steps=8, save_every=4, grad_accum=2, batch_size=2)
+    common = dict(
+        max_steps=8, save_every=4, grad_accum=2, batch_size=2,
+        schedule={"name": "cosine", "warmup_steps": 3},
+        lora={"parts": ["llm"], "r": 4, "dropout": 0.3},
+    )  # fmt: skip
     straight = tmp_path / "straight"
     straight.mkdir()
     train(load_stage(learning_stage(straight, init_folder, data, 2, **common)))
@@ -125,10 +130,16 @@ def test_stop_and_resume_gives_the_losses_of_a_straight_run(toy_data, init_folde
     a = read_metrics(straight / "run" / "metrics.jsonl")
     b = read_metrics(parted / "run" / "metrics.jsonl")
     assert [r["step"] for r in b] == list(range(1, 9))
-    assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    assert len({r["lr"]["llm"] for r in a}) == 7  # warmup, then cosine (1.0 twice)
+    assert [(r["loss"], r["lr"]) for r in a] == [(r["loss"], r["lr"]) for r in b]
     wa = OVMLLMForCausalLM.from_pretrained(straight / "run" / "export").state_dict()
     wb = OVMLLMForCausalLM.from_pretrained(parted / "run" / "export").state_dict()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a fresh run never lands on another run's checkpoints; a resume keeps the batch geometry
+    with pytest.raises(FileExistsError, match="resume=auto"):
+        train(load_stage(path))
+    with pytest.raises(ValueError, match="would not line up"):
+        train(load_stage(path, ["resume=auto", "grad_accum=1"]))
 
 
 KILL_IN_SAVE = """

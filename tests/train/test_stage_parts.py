@@ -3,6 +3,7 @@ step-addressed batches (resume by index)."""
 
 import itertools
 import json
+import math
 
 import pytest
 import torch
@@ -44,16 +45,21 @@ def test_deepspeed_autos_come_from_the_stage(tmp_path):
         deepspeed_config(cfg, world_size=1)
 
 
-@pytest.mark.parametrize("name", ["cosine", "linear", "constant"])
-def test_schedule_warms_up_then_decays(tmp_path, name):
-    cfg = load_stage(
-        write_stage(tmp_path / "s.yaml"), [f"schedule.name={name}", "schedule.warmup_steps=4"]
-    )
+@pytest.mark.parametrize(
+    "name,end", [("cosine", 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 15 / 16))),
+                 ("linear", 0.1 + 0.9 / 16), ("constant", 1.0)]
+)  # fmt: skip
+def test_schedule_warms_up_then_decays_to_min_lr(tmp_path, name, end):
+    overrides = [f"schedule.name={name}", "schedule.warmup_steps=4", "schedule.min_lr_ratio=0.1"]
+    cfg = load_stage(write_stage(tmp_path / "s.yaml"), overrides)
     f = lr_multiplier(cfg, total_steps=20)
     assert [f(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     tail = [f(s) for s in range(4, 20)]
     assert all(a >= b for a, b in itertools.pairwise(tail))
-    assert tail[-1] == (1.0 if name == "constant" else pytest.approx(1 / 16, abs=0.1))
+    assert tail[-1] == pytest.approx(end, abs=1e-12)
+    ratio_overrides = ["schedule.warmup_steps=0", "schedule.warmup_ratio=0.25"]
+    ratio = load_stage(write_stage(tmp_path / "r.yaml"), ratio_overrides)
+    assert lr_multiplier(ratio, total_steps=20)(4) == 1.0  # ceil(0.25 x 20) = 5 warmup steps
 
 
 @pytest.fixture(scope="module")

@@ -109,7 +109,8 @@ def test_stage_learns_keeps_frozen_parts_and_exports(zero, toy_data, init_folder
     assert (tmp_path / "run" / "export" / "stage_config.yaml").is_file()
 
 
-def test_stop_and_resume_gives_the_losses_of_a_straight_run(toy_data, init_folder, tmp_path):
+@pytest.mark.parametrize("zero", [2, 3])
+def test_stop_and_resume_gives_the_losses_of_a_straight_run(zero, toy_data, init_folder, tmp_path):
     """A schedule that changes every step and LoRA dropout: scheduler and RNG must resume too."""
     data = toy_data / "train.jsonl"
     common = dict(
@@ -119,10 +120,10 @@ def test_stop_and_resume_gives_the_losses_of_a_straight_run(toy_data, init_folde
     )  # fmt: skip
     straight = tmp_path / "straight"
     straight.mkdir()
-    train(load_stage(learning_stage(straight, init_folder, data, 2, **common)))
+    train(load_stage(learning_stage(straight, init_folder, data, zero, **common)))
     parted = tmp_path / "parted"
     parted.mkdir()
-    path = learning_stage(parted, init_folder, data, 2, **common)
+    path = learning_stage(parted, init_folder, data, zero, **common)
     first = train(load_stage(path, ["stop_after=3"]))  # stops between saves
     assert first["steps"] == 3 and first["export"] is None
     second = train(load_stage(path, ["resume=auto"]))

@@ -21,6 +21,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from encoder.codec.canvas import CanvasConverter, canvas_geometry
 from encoder.codec.config import CodecConfig
 from encoder.codec.select import sample_indices, select_patches
 from encoder.codec.synthetic import write_synthetic_video
@@ -32,19 +33,20 @@ REAL_VIDEOS = (
 
 def decode_baseline(path: Path, frames: int, threads: int, canvas: int | None = None) -> None:
     """Decode every frame; convert the T sampled ones to RGB arrays (at native size, or
-    letterboxed to `canvas` px as a loader feeding the 576 canvas would)."""
+    letterboxed to `canvas` px as a loader feeding the 576 canvas would, with the project's
+    fastest frame → canvas conversion)."""
     container = av.open(str(path))
     stream = container.streams.video[0]
     stream.codec_context.thread_type = "SLICE"
     stream.codec_context.thread_count = threads
     wanted = set(sample_indices(stream.frames, frames).tolist())
-    scale = canvas / max(stream.width, stream.height) if canvas else 1.0
-    size = {"width": round(stream.width * scale), "height": round(stream.height * scale)}
+    geo = canvas_geometry(stream.height, stream.width, "letterbox", canvas, 16) if canvas else None
+    to_canvas = CanvasConverter()
     arrays = []
     for i, frame in enumerate(container.decode(stream)):
         if i in wanted:
             if canvas:
-                arrays.append(frame.reformat(**size, format="rgb24").to_ndarray())
+                arrays.append(to_canvas(frame, 0, geo))
             else:
                 arrays.append(frame.to_ndarray(format="rgb24"))
     container.close()

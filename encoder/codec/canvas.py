@@ -147,22 +147,29 @@ class PatchPooler:
         return self.display(cells)[self.row_cell][:, self.col_cell]
 
 
-def frame_to_canvas(
-    frame: av.VideoFrame, rotation: int, geo: CanvasGeometry, reformatter: VideoReformatter
-) -> np.ndarray:
-    """RGB canvas [size, size, 3] uint8 of a decoded frame: resize + convert, rotate, place.
+class CanvasConverter:
+    """Decoded frame → RGB canvas [size, size, 3] uint8: resize, convert, rotate, place.
 
-    swscale's FAST_BILINEAR is the 2-tap bilinear of cv2.INTER_LINEAR (the reference's resize);
-    one reformatter per video keeps its scaling context cached across frames.
+    The resize runs in the frame's own pixel format (for 4:2:0 video the chroma planes are a
+    quarter of the work), then an unscaled conversion to RGB. Measured against scaling straight
+    to rgb24: 2.5x faster at 224p, 1.3-1.4x at 360p / 720p, and closer to a bilinear resize of
+    the RGB frame (the reference's cv2.INTER_LINEAR): mean error 0.4-1.3 levels vs 1.6-4.5 when
+    upscaling. One converter per video keeps both swscale contexts cached across frames.
     """
-    turns = rotation // 90 % 4
-    out_h, out_w = (geo.resize_w, geo.resize_h) if turns % 2 else (geo.resize_h, geo.resize_w)
-    rgb = reformatter.reformat(
-        frame, width=out_w, height=out_h, format="rgb24", interpolation="FAST_BILINEAR"
-    )
-    image = np.rot90(rgb.to_ndarray(), turns)
-    canvas = np.zeros((geo.size, geo.size, 3), np.uint8)
-    return _paste(canvas, image, geo)
+
+    def __init__(self) -> None:
+        self.scaler = VideoReformatter()
+        self.to_rgb = VideoReformatter()
+
+    def __call__(self, frame: av.VideoFrame, rotation: int, geo: CanvasGeometry) -> np.ndarray:
+        turns = rotation // 90 % 4
+        out_h, out_w = (geo.resize_w, geo.resize_h) if turns % 2 else (geo.resize_h, geo.resize_w)
+        resized = self.scaler.reformat(
+            frame, width=out_w, height=out_h, format=frame.format.name, interpolation="BILINEAR"
+        )
+        image = np.rot90(self.to_rgb.reformat(resized, format="rgb24").to_ndarray(), turns)
+        canvas = np.zeros((geo.size, geo.size, 3), np.uint8)
+        return _paste(canvas, image, geo)
 
 
 def cut_patches(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:

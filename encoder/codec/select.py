@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from av.video.reformatter import VideoReformatter
 from threadpoolctl import threadpool_limits
 
 from encoder.codec import motion, residual, saliency
 from encoder.codec.canvas import (
+    CanvasConverter,
     CanvasGeometry,
     PatchPooler,
     canvas_geometry,
     cut_patches,
-    frame_to_canvas,
 )
 from encoder.codec.config import CodecConfig
 from encoder.codec.decode import PICT_TYPE_I, DecodeStats, SampledFrame, decode_sampled, probe_video
@@ -78,7 +77,7 @@ class FrameScorer:
         self.pooler: PatchPooler | None = None
         self.rotation = 0
         self.seconds = 0.0
-        self.reformatter = VideoReformatter()
+        self.to_canvas = CanvasConverter()
 
     def __call__(self, sf: SampledFrame) -> ScoredFrame:
         start = time.perf_counter()
@@ -91,7 +90,7 @@ class FrameScorer:
             self.geometry = canvas_geometry(h, w, cfg.canvas, cfg.canvas_size, cfg.patch)
             self.pooler = PatchPooler(self.geometry, *sf.luma.shape, sf.rotation)
         scores = self._scores(sf) if self.with_scores else None
-        canvas = frame_to_canvas(sf.frame, self.rotation, self.geometry, self.reformatter)
+        canvas = self.to_canvas(sf.frame, self.rotation, self.geometry)
         self.seconds += time.perf_counter() - start
         return ScoredFrame(sf.ordinal, sf.pict_type, canvas, scores)
 

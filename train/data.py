@@ -37,6 +37,12 @@ class MicroBatch:
     def num_tokens(self) -> int:
         return int((self.tensors["segment_ids"] > 0).sum())
 
+    def model_inputs(self, device: torch.device) -> dict:
+        """Keyword arguments of the model's forward, on `device`."""
+        inputs = {k: v.to(device) for k, v in self.tensors.items()}
+        inputs["visual"] = [item.to_device(device) for item in self.visual]
+        return inputs
+
 
 @dataclass
 class StepBatch:

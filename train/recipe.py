@@ -9,7 +9,6 @@ rank or micro-batch they land in.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
@@ -26,7 +25,6 @@ from ovmllm.config import load_config, write_config
 from ovmllm.data.dataset import MixtureDataset, Rejections
 from ovmllm.data.mixture import MixtureConfig, SourceConfig
 from ovmllm.model import OVMLLMForCausalLM
-from ovmllm.processor import SampleRejected
 from train.checkpoint import (
     complete_checkpoints,
     find_checkpoint,
@@ -34,9 +32,10 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.config import StageConfig
-from train.data import MicroBatch, StepBatch, StepBatches, micro_batch, pad_token_id
+from train.data import StepBatch, StepBatches
 from train.engine import Dist, deepspeed_config, init_distributed, lr_multiplier
 from train.export import export_model
+from train.heldout import loss_sums
 from train.lora import apply_lora
 from train.metrics import RunLogger
 from train.modules import apply_trainability, optimizer_groups
@@ -100,50 +99,32 @@ def train_step(engine, step: StepBatch, tower_sizes: list[int], dist: Dist) -> d
         sum(mb.num_supervised for mb in step.micro_batches),
         sum(mb.num_tokens for mb in step.micro_batches),
         sum(len(mb.sample_ids) for mb in step.micro_batches),
+        len(step.rejected),
     ]
-    supervised, tokens, samples = _all_reduce(local, dist.device)
+    supervised, tokens, samples, rejected = _all_reduce(local, dist.device)
     if supervised == 0:  # nothing to learn from: no AdamW update (the scheduler resets lr after)
         for group in engine.optimizer.param_groups:
             group["lr"] = 0.0
     loss_sum = torch.zeros((), dtype=torch.float64, device=dist.device)
     for micro in step.micro_batches:
-        out = engine(**_to_device(micro, dist.device), tower_sizes=tower_sizes)
+        out = engine(**micro.model_inputs(dist.device), tower_sizes=tower_sizes)
         engine.backward(out.loss_sum * dist.world_size / max(supervised, 1.0), scale_wrt_gas=False)
         engine.step()
         loss_sum += out.loss_sum.detach().double()
     (total,) = _all_reduce([float(loss_sum)], dist.device)
     return {"loss": total / max(supervised, 1.0), "supervised": supervised, "tokens": tokens,
-            "samples": samples}  # fmt: skip
+            "samples": samples, "rejected": rejected}  # fmt: skip
 
 
-@torch.no_grad()
 def evaluate(engine, dataset: MixtureDataset, cfg: StageConfig, tower_sizes, dist: Dist) -> float:
-    """Held-out token-mean loss. Rank r takes samples r, r + world, ...; every rank makes the
-    same number of forward calls (an empty micro-batch where it has run out), as ZeRO-3 needs."""
-    order = dataset.order(0)
-    pad_id = pad_token_id(dataset.processor.tokenizer)
-    sums = [0.0, 0.0]
+    """Held-out token-mean loss, the ranks sharing the samples."""
     engine.eval()
-    for start in range(0, len(order), dist.world_size):
-        index = start + dist.rank
-        samples = []
-        if index < len(order):
-            source, row = (int(x) for x in order[index])
-            with contextlib.suppress(SampleRejected):  # rejected rows are left out
-                samples = [dataset.build(source, row, index)]
-        micro = micro_batch(samples, cfg.max_length, pad_id)
-        out = engine(**_to_device(micro, dist.device), tower_sizes=tower_sizes)
-        sums[0] += float(out.loss_sum)
-        sums[1] += float(out.num_tokens)
+    sums = loss_sums(
+        engine, dataset, cfg.max_length, tower_sizes, dist.device, dist.rank, dist.world_size
+    )
     engine.train()
-    loss_sum, tokens = _all_reduce(sums, dist.device)
+    loss_sum, tokens = _all_reduce(list(sums), dist.device)
     return loss_sum / max(tokens, 1.0)
-
-
-def _to_device(micro: MicroBatch, device: torch.device) -> dict:
-    batch = {k: v.to(device) for k, v in micro.tensors.items()}
-    batch["visual"] = [item.to_device(device) for item in micro.visual]
-    return batch
 
 
 def _identity(x):
@@ -251,9 +232,10 @@ def train(cfg: StageConfig) -> dict:
         last_loss = result["loss"]
         if result["supervised"] == 0:
             logger.note(f"step {step}: no supervised token in the global batch (all rejected?)")
-        for rank_rejected in _gather(step_batch.rejected, dist):
+        # the ids of rejected rows travel only in steps that have some (the count is reduced)
+        for rank_rejected in _gather(step_batch.rejected, dist) if result["rejected"] else ():
             for item in rank_rejected:
-                rejections.count(item.reason, item.id)
+                rejections.add(item.reason, item.id, keep_ids=100)
                 logger.rejected(step, item.position, item.id, item.reason)
         evaluated = {}
         if heldout is not None and (

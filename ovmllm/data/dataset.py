@@ -47,16 +47,12 @@ class Rejections:
     counts: Counter = field(default_factory=Counter)
     ids: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, reason: str, sample_id: str) -> None:
-        self.counts[reason] += 1
-        self.ids.setdefault(reason, []).append(sample_id)
-
-    def count(self, reason: str, sample_id: str, keep_ids: int = 100) -> None:
-        """Like `add`, keeping at most `keep_ids` ids per reason (a long run's summary stays
-        small; training logs every id to its rejected.jsonl)."""
+    def add(self, reason: str, sample_id: str, keep_ids: int | None = None) -> None:
+        """Count a rejection; `keep_ids` bounds the distinct ids kept per reason (a long
+        training run's summary stays small; it logs every id to its rejected.jsonl)."""
         self.counts[reason] += 1
         ids = self.ids.setdefault(reason, [])
-        if len(ids) < keep_ids and sample_id not in ids:
+        if keep_ids is None or (len(ids) < keep_ids and sample_id not in ids):
             ids.append(sample_id)
 
     @staticmethod

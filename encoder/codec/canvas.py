@@ -16,8 +16,6 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 from av.video.reformatter import VideoReformatter
 
 from encoder.codec.motion import CELL
@@ -66,8 +64,13 @@ def canvas_geometry(height: int, width: int, mode: str, size: int, patch: int) -
 
 
 def _paste(canvas: np.ndarray, image: np.ndarray, geo: CanvasGeometry) -> np.ndarray:
+    """Write `image` (the resized frame) onto `canvas` and zero the padding around it."""
     top, left, bottom, right = geo.content_box
     src_y, src_x = top - geo.offset_y, left - geo.offset_x
+    canvas[:top] = 0
+    canvas[bottom:] = 0
+    canvas[top:bottom, :left] = 0
+    canvas[top:bottom, right:] = 0
     canvas[top:bottom, left:right] = image[
         src_y : src_y + bottom - top, src_x : src_x + right - left
     ]
@@ -75,19 +78,34 @@ def _paste(canvas: np.ndarray, image: np.ndarray, geo: CanvasGeometry) -> np.nda
 
 
 def _resize_weights(src: int, dst: int) -> np.ndarray:
-    """[dst, src] matrix of 1-D linear resampling, exactly torch's bilinear (half-pixel centres)."""
-    basis = torch.eye(src, dtype=torch.float64)[None]  # each source pixel as a signal
-    weights = F.interpolate(basis, size=dst, mode="linear", align_corners=False)[0]  # [src, dst]
-    return weights.T.numpy()
+    """[dst, src] matrix of 1-D linear resampling, exactly torch's bilinear (half-pixel centres,
+    sources left of pixel 0 clamped to it, the last pixel repeated)."""
+    x = np.maximum((np.arange(dst) + 0.5) * (src / dst) - 0.5, 0.0)
+    lo = x.astype(np.int64)
+    hi = np.minimum(lo + 1, src - 1)
+    frac = np.clip(x - lo, 0.0, 1.0)
+    weights = np.zeros((dst, src))
+    weights[np.arange(dst), lo] = 1.0 - frac
+    weights[np.arange(dst), hi] += frac
+    return weights
+
+
+def _sum_by_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """out[k] = sum of values[i] (along axis 0) over i with labels[i] == k; [n, ...]."""
+    order = np.argsort(labels, kind="stable")
+    ordered = labels[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    out = np.zeros((n, *values.shape[1:]), values.dtype)
+    if len(labels):
+        out[ordered[starts]] = np.add.reduceat(values[order], starts, axis=0)
+    return out
 
 
 def _pool_rows(weights: np.ndarray, offset: int, size: int, patch: int) -> np.ndarray:
     """Sum resized rows into the patch rows of the canvas they land on: [size // patch, src]."""
     rows = offset + np.arange(weights.shape[0])
     inside = (rows >= 0) & (rows < size)
-    pooled = np.zeros((size // patch, weights.shape[1]), np.float64)
-    np.add.at(pooled, rows[inside] // patch, weights[inside])
-    return pooled
+    return _sum_by_label(rows[inside] // patch, weights[inside], size // patch)
 
 
 class PatchPooler:
@@ -109,22 +127,25 @@ class PatchPooler:
         left = _pool_rows(rows, geo.offset_y, geo.size, geo.patch)  # [grid, disp_h]
         right = _pool_rows(cols, geo.offset_x, geo.size, geo.patch).T  # [disp_w, grid]
         self.left, self.right = left.astype(np.float32), right.astype(np.float32)
-        # Which row / column of the rotated cell grid each display row / column falls in.
+        # Which row / column of the rotated cell grid each display row / column falls in;
+        # rotating broadcast views keeps this O(H + W), not a full-frame index map.
         gh, gw = -(-height // CELL), -(-width // CELL)
-        pixel_cell = (np.arange(height) // CELL)[:, None] * gw + (np.arange(width) // CELL)[None]
-        pixel_cell = np.rot90(pixel_cell, self.turns)
+        cell_y = np.rot90(
+            np.broadcast_to((np.arange(height) // CELL)[:, None], (height, width)), self.turns
+        )
+        cell_x = np.rot90(
+            np.broadcast_to((np.arange(width) // CELL)[None, :], (height, width)), self.turns
+        )
         cell_ids = np.rot90(np.arange(gh * gw).reshape(gh, gw), self.turns)
         row_of, col_of = np.empty(gh * gw, np.int64), np.empty(gh * gw, np.int64)
         row_of[cell_ids.ravel()] = np.repeat(np.arange(cell_ids.shape[0]), cell_ids.shape[1])
         col_of[cell_ids.ravel()] = np.tile(np.arange(cell_ids.shape[1]), cell_ids.shape[0])
-        self.row_cell = row_of[pixel_cell[:, 0]]  # [disp_h]
-        self.col_cell = col_of[pixel_cell[0, :]]  # [disp_w]
-        left_cells = np.zeros((left.shape[0], cell_ids.shape[0]))
-        np.add.at(left_cells.T, self.row_cell, left.T)
-        right_cells = np.zeros((cell_ids.shape[1], right.shape[1]))
-        np.add.at(right_cells, self.col_cell, right)
-        self.left_cells = left_cells.astype(np.float32)
-        self.right_cells = right_cells.astype(np.float32)
+        self.row_cell = row_of[cell_y[:, 0] * gw + cell_x[:, 0]]  # [disp_h]
+        self.col_cell = col_of[cell_y[0, :] * gw + cell_x[0, :]]  # [disp_w]
+        self.left_cells = _sum_by_label(self.row_cell, left.T, cell_ids.shape[0]).T.astype(
+            np.float32
+        )
+        self.right_cells = _sum_by_label(self.col_cell, right, cell_ids.shape[1]).astype(np.float32)
 
     def display(self, decoded: np.ndarray) -> np.ndarray:
         """A decoded-orientation map (pixels or cells) in display orientation."""
@@ -162,19 +183,32 @@ class CanvasConverter:
         self.scaler = VideoReformatter()
         self.to_rgb = VideoReformatter()
 
-    def __call__(self, frame: av.VideoFrame, rotation: int, geo: CanvasGeometry) -> np.ndarray:
+    def __call__(
+        self,
+        frame: av.VideoFrame,
+        rotation: int,
+        geo: CanvasGeometry,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """The canvas, written into `out` ([size, size, 3] uint8) when given."""
         turns = rotation // 90 % 4
         out_h, out_w = (geo.resize_w, geo.resize_h) if turns % 2 else (geo.resize_h, geo.resize_w)
         resized = self.scaler.reformat(
             frame, width=out_w, height=out_h, format=frame.format.name, interpolation="BILINEAR"
         )
         image = np.rot90(self.to_rgb.reformat(resized, format="rgb24").to_ndarray(), turns)
-        canvas = np.zeros((geo.size, geo.size, 3), np.uint8)
-        return _paste(canvas, image, geo)
+        if out is None:
+            out = np.empty((geo.size, geo.size, 3), np.uint8)
+        return _paste(out, image, geo)
 
 
-def cut_patches(canvas: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int) -> np.ndarray:
-    """Patches at grid cells (rows[i], cols[i]) of an RGB canvas: [n, 3, p, p] uint8."""
-    g = canvas.shape[0] // patch
-    cells = canvas.reshape(g, patch, g, patch, 3).transpose(0, 2, 4, 1, 3)  # [g, g, 3, p, p]
-    return np.ascontiguousarray(cells[rows, cols])
+def cut_patches(
+    canvases: np.ndarray, slots: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int
+) -> np.ndarray:
+    """Patches at grid cells (rows[i], cols[i]) of canvases[slots[i]]: [n, 3, p, p] uint8.
+
+    `canvases` is [S, size, size, 3] RGB; viewed as cells, the whole cut is one numpy gather."""
+    n_slots, size = canvases.shape[:2]
+    g = size // patch
+    cells = canvases.reshape(n_slots, g, patch, g, patch, 3).transpose(0, 1, 3, 5, 2, 4)
+    return cells[slots, rows, cols]

@@ -63,3 +63,14 @@ def test_pooler_equals_explicit_resize_pad_sum(rotation, h, w, mode, size, patch
     np.testing.assert_allclose(
         pooler.pool_cells(cells), explicit_scores(display_cells, geo), rtol=1e-4, atol=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"), [(224, 576), (1280, 576), (17, 576), (1, 9), (9, 1), (720, 324)]
+)
+def test_resize_weights_are_torch_bilinear(src, dst):
+    from encoder.codec.canvas import _resize_weights
+
+    signal = np.random.default_rng(src).random((3, src))
+    want = F.interpolate(torch.from_numpy(signal)[None], size=dst, mode="linear")[0].numpy()
+    np.testing.assert_allclose(signal @ _resize_weights(src, dst).T, want, rtol=1e-9, atol=1e-12)

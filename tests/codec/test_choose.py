@@ -65,3 +65,19 @@ def test_whole_frame_policies():
     assert whole_frames(types, "none", 100, 10) == []
     assert whole_frames(types, "iframes", 100, 10) == [0, 3, 5]
     assert whole_frames(types, "iframes", 25, 10) == [0, 3]  # only as many as the budget holds
+
+
+def test_top_k_equals_a_stable_sort_with_many_ties():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 5, (6, 4, 4)).astype(np.float32)  # few distinct values: ties galore
+    candidates = rng.random((4, 4)) > 0.2
+    for budget in (16, 20, 37, 60, 200):
+        rows, _ = choose_rows(scores, candidates, [0], budget)
+        eligible = np.broadcast_to(candidates, scores.shape).copy()
+        eligible[0] = False
+        flat_eligible = np.flatnonzero(eligible)
+        order = np.argsort(-scores.ravel()[flat_eligible], kind="stable")
+        want = np.sort(np.concatenate([np.arange(16), flat_eligible[order[: budget - 16]]]))
+        got = rows[:, 0] * 16 + rows[:, 1] * 4 + rows[:, 2]
+        n = min(budget, len(want))
+        assert got[:n].tolist() == want.tolist()[:n]

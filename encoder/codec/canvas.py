@@ -77,35 +77,31 @@ def _paste(canvas: np.ndarray, image: np.ndarray, geo: CanvasGeometry) -> np.nda
     return canvas
 
 
-def _resize_weights(src: int, dst: int) -> np.ndarray:
-    """[dst, src] matrix of 1-D linear resampling, exactly torch's bilinear (half-pixel centres,
-    sources left of pixel 0 clamped to it, the last pixel repeated)."""
+def linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """1-D linear resampling of `src` samples to `dst`, exactly torch's bilinear (half-pixel
+    centres, positions left of sample 0 clamped to it, the last sample repeated): output i is
+    (1 - frac[i]) * x[lo[i]] + frac[i] * x[hi[i]]."""
     x = np.maximum((np.arange(dst) + 0.5) * (src / dst) - 0.5, 0.0)
     lo = x.astype(np.int64)
     hi = np.minimum(lo + 1, src - 1)
-    frac = np.clip(x - lo, 0.0, 1.0)
-    weights = np.zeros((dst, src))
-    weights[np.arange(dst), lo] = 1.0 - frac
-    weights[np.arange(dst), hi] += frac
-    return weights
+    return lo, hi, np.clip(x - lo, 0.0, 1.0)
 
 
-def _sum_by_label(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """out[k] = sum of values[i] (along axis 0) over i with labels[i] == k; [n, ...]."""
-    order = np.argsort(labels, kind="stable")
-    ordered = labels[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    out = np.zeros((n, *values.shape[1:]), values.dtype)
-    if len(labels):
-        out[ordered[starts]] = np.add.reduceat(values[order], starts, axis=0)
-    return out
-
-
-def _pool_rows(weights: np.ndarray, offset: int, size: int, patch: int) -> np.ndarray:
-    """Sum resized rows into the patch rows of the canvas they land on: [size // patch, src]."""
-    rows = offset + np.arange(weights.shape[0])
-    inside = (rows >= 0) & (rows < size)
-    return _sum_by_label(rows[inside] // patch, weights[inside], size // patch)
+def _pool_matrix(
+    src: int, dst: int, offset: int, geo: CanvasGeometry, labels: np.ndarray | None = None
+) -> np.ndarray:
+    """[grid, n] weights of source samples in the patch rows of the canvas: resize `src`
+    samples to `dst`, place them at `offset`, sum each patch's `patch` rows. With `labels`
+    ([src] ints < n), samples sharing a label share one column (a 4x4 cell's pixels)."""
+    lo, hi, frac = linear_taps(src, dst)
+    rows = offset + np.arange(dst)
+    inside = (rows >= 0) & (rows < geo.size)
+    patch_row = rows[inside] // geo.patch
+    labels = np.arange(src) if labels is None else labels
+    n = int(labels.max()) + 1
+    index = np.concatenate([patch_row * n + labels[lo[inside]], patch_row * n + labels[hi[inside]]])
+    weight = np.concatenate([1.0 - frac[inside], frac[inside]])
+    return np.bincount(index, weight, minlength=geo.grid * n).reshape(geo.grid, n)
 
 
 class PatchPooler:
@@ -122,11 +118,8 @@ class PatchPooler:
         """`height` x `width`: the decoded frame; `rotation`: display rotation in degrees."""
         self.turns = rotation // 90 % 4
         disp_h, disp_w = (width, height) if self.turns % 2 else (height, width)
-        rows = _resize_weights(disp_h, geo.resize_h)
-        cols = _resize_weights(disp_w, geo.resize_w)
-        left = _pool_rows(rows, geo.offset_y, geo.size, geo.patch)  # [grid, disp_h]
-        right = _pool_rows(cols, geo.offset_x, geo.size, geo.patch).T  # [disp_w, grid]
-        self.left, self.right = left.astype(np.float32), right.astype(np.float32)
+        self.left = _pool_matrix(disp_h, geo.resize_h, geo.offset_y, geo).astype(np.float32)
+        self.right = _pool_matrix(disp_w, geo.resize_w, geo.offset_x, geo).T.astype(np.float32)
         # Which row / column of the rotated cell grid each display row / column falls in;
         # rotating broadcast views keeps this O(H + W), not a full-frame index map.
         gh, gw = -(-height // CELL), -(-width // CELL)
@@ -142,10 +135,12 @@ class PatchPooler:
         col_of[cell_ids.ravel()] = np.tile(np.arange(cell_ids.shape[1]), cell_ids.shape[0])
         self.row_cell = row_of[cell_y[:, 0] * gw + cell_x[:, 0]]  # [disp_h]
         self.col_cell = col_of[cell_y[0, :] * gw + cell_x[0, :]]  # [disp_w]
-        self.left_cells = _sum_by_label(self.row_cell, left.T, cell_ids.shape[0]).T.astype(
-            np.float32
-        )
-        self.right_cells = _sum_by_label(self.col_cell, right, cell_ids.shape[1]).astype(np.float32)
+        self.left_cells = _pool_matrix(
+            disp_h, geo.resize_h, geo.offset_y, geo, self.row_cell
+        ).astype(np.float32)
+        self.right_cells = _pool_matrix(
+            disp_w, geo.resize_w, geo.offset_x, geo, self.col_cell
+        ).T.astype(np.float32)
 
     def display(self, decoded: np.ndarray) -> np.ndarray:
         """A decoded-orientation map (pixels or cells) in display orientation."""

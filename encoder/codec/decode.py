@@ -1,7 +1,9 @@
 """Decode a video once with PyAV and hand over what selection needs of each sampled frame.
 
 Frame count: the plan needs N (decoded frames) before decoding, so `probe_video` demuxes the
-file once without decoding (cheap: compressed packets only) and counts the video packets. That
+file without decoding (cheap: compressed packets only) and counts the video packets. It keeps
+those packets (up to `KEEP_PACKETS_BYTES`) and the open container, so decoding reads them from
+memory: the file is opened and read once. Longer videos are demuxed a second time. That
 count is exact for ordinary files, constant or variable frame rate alike, because it never
 estimates N from duration x fps; the header's own count (`stream.frames`, often 0 for MKV/WebM
 or raw streams) is recorded but not trusted. If the decoder then yields a different number of
@@ -50,6 +52,8 @@ _PLANAR_8BIT_LUMA = frozenset(
     }
 )
 PICT_TYPE_I = 1
+# Compressed bytes a probe keeps in memory for the decode (a minute of 1080p is ~60 MB).
+KEEP_PACKETS_BYTES = 256 << 20
 
 
 @dataclass
@@ -64,6 +68,16 @@ class VideoProbe:
     header_frames: int  # stream.frames as the container header states it (0 = unknown)
     fps: float
     motion_source: str  # "exported" (the stream's own vectors) | "reencoded" (H.264 fallback)
+    # The still-open container and its demuxed packets, for `decode_sampled` (which closes it);
+    # None when the packets were too many bytes to keep.
+    opened: tuple[av.container.InputContainer, list[av.Packet]] | None = field(
+        default=None, repr=False
+    )
+
+    def close(self) -> None:
+        if self.opened is not None:
+            self.opened[0].close()
+            self.opened = None
 
 
 @dataclass
@@ -110,15 +124,25 @@ def probe_video(path: str | Path, cfg: CodecConfig) -> VideoProbe:
     container, stream = _open(path)
     deadline = time.monotonic() + cfg.max_decode_seconds
     num_packets = 0
+    kept: list[av.Packet] | None = []
+    kept_bytes = 0
     try:
         for packet in container.demux(stream):
             if packet.size > 0:
                 num_packets += 1
+                kept_bytes += packet.size
+            if kept is not None:
+                kept.append(packet)  # the empty packets at the end flush the decoder
+                if kept_bytes > KEEP_PACKETS_BYTES:
+                    kept = None
             if time.monotonic() > deadline:
                 raise VideoDecodeError(path, f"demux exceeded {cfg.max_decode_seconds}s")
     except av.error.FFmpegError:
         pass  # a damaged tail ends the count; decoding will say whether any frame survives
-    finally:
+    except BaseException:
+        container.close()
+        raise
+    if num_packets == 0 or kept is None:
         container.close()
     if num_packets == 0:
         raise VideoDecodeError(path, "video stream has no packets (zero decodable frames)")
@@ -134,6 +158,7 @@ def probe_video(path: str | Path, cfg: CodecConfig) -> VideoProbe:
         header_frames=int(stream.frames or 0),
         fps=float(rate),
         motion_source="exported" if codec in MV_EXPORTING_DECODERS else "reencoded",
+        opened=(container, kept) if kept is not None else None,
     )
 
 
@@ -165,7 +190,13 @@ def decode_sampled(
     raises `VideoDecodeError`.
     """
     start = time.monotonic()
-    container, stream = _open(probe.path)
+    if probe.opened is not None:
+        container, packets = probe.opened
+        probe.opened = None  # this decode owns (and closes) the container now
+        stream = container.streams.video[0]
+    else:
+        container, stream = _open(probe.path)
+        packets = container.demux(stream)
     ctx = stream.codec_context
     ctx.thread_type = "SLICE"
     ctx.thread_count = cfg.threads
@@ -181,7 +212,7 @@ def decode_sampled(
     prev: av.VideoFrame | None = None
     ordinal = 0
     try:
-        for packet in container.demux(stream):
+        for packet in packets:
             if time.monotonic() - start > cfg.max_decode_seconds:
                 raise VideoDecodeError(probe.path, f"decode exceeded {cfg.max_decode_seconds}s")
             try:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from encoder.codec import motion, residual, saliency
 from encoder.codec.canvas import (
@@ -31,13 +31,19 @@ from encoder.codec.errors import VideoDecodeError
 from encoder.codec.selection import PatchSelection, codec_timeline, uniform_timeline
 
 
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    # Built once: inspecting the loaded libraries costs ~1 ms, the limit itself ~0.03 ms.
+    return ThreadpoolController()
+
+
 def _single_blas_thread(fn):
     """Run with one BLAS thread: the per-frame matrices are small, and OpenBLAS workers that
     spin on the other cores would double the CPU time (and starve dataloader workers)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             return fn(*args, **kwargs)
 
     return wrapper
@@ -201,13 +207,16 @@ def _decode_and_score(
     # Canvases live in the calling thread's scratch, also when a helper thread does the scoring.
     scorer = FrameScorer(cfg, _canvas_block(len(wanted), cfg.canvas_size), with_scores)
     frames = decode_sampled(probe, wanted, cfg, stats, with_motion=with_scores)
-    if cfg.overlap:
-        # PyAV releases the GIL while decoding, so scoring frame t overlaps decoding frame t+1.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = [(sf.ordinal, pool.submit(scorer, sf)) for sf in frames]
-        kept = {ordinal: future.result() for ordinal, future in pending}
-    else:
-        kept = {sf.ordinal: scorer(sf) for sf in frames}
+    try:
+        if cfg.overlap:
+            # PyAV releases the GIL while decoding: scoring frame t overlaps decoding frame t+1.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                pending = [(sf.ordinal, pool.submit(scorer, sf)) for sf in frames]
+            kept = {ordinal: future.result() for ordinal, future in pending}
+        else:
+            kept = {sf.ordinal: scorer(sf) for sf in frames}
+    finally:
+        probe.close()  # the decode closes the probe's container; this covers a failed start
     if not kept:
         raise VideoDecodeError(path, "no sampled frame could be decoded")
     frame_ids, exact = resolve_plan(plan, sorted(kept), stats.frames_decoded)

@@ -78,11 +78,12 @@ def test_percentiles_equal_numpy_on_the_pixel_maps():
         cells = rng.random((-(-h // 4), -(-w // 4))).astype(np.float32)
         pixels = motion.cells_to_pixels(cells, h, w)
         assert cell_map_percentile(cells, h, w) == pytest.approx(np.percentile(pixels, 95))
-    residual = rng.integers(0, 256, (37, 53), dtype=np.uint8)  # odd size: a pixel left unpaired
-    assert residual_percentile(residual) == pytest.approx(np.percentile(residual, 95))
-    np.testing.assert_array_equal(
-        uint8_histogram(residual), np.bincount(residual.ravel(), minlength=256)
-    )
+    for shape in [(37, 53), (363, 365)]:  # counted directly; in pixel pairs, one unpaired
+        residual = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert residual_percentile(residual) == pytest.approx(np.percentile(residual, 95))
+        np.testing.assert_array_equal(
+            uint8_histogram(residual), np.bincount(residual.ravel(), minlength=256)
+        )
     values = np.array([1.0, 2.0, 5.0])
     counts = np.array([2, 0, 3])
     expect = np.percentile([1, 1, 5, 5, 5], 40)

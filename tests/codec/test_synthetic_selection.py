@@ -107,3 +107,21 @@ def test_iframes_policy_keeps_every_sampled_i_frame_whole(make_video):
     assert whole == [0, 16, 32, 48]  # T = N = 64: t is the frame number, I-frames every 16
     for t in whole:
         assert (selection.positions[:, 0] == t).sum() == 256
+
+
+def test_reading_packets_kept_by_the_probe_equals_reading_the_file_again(make_video, monkeypatch):
+    from encoder.codec import decode
+
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    cfg = CodecConfig()
+    probe = decode.probe_video(video.path, cfg)
+    assert probe.opened is not None  # a small clip is decoded from the probe's packets
+    probe.close()
+    from_memory = select_patches(video.path, cfg)
+    monkeypatch.setattr(decode, "KEEP_PACKETS_BYTES", 1000)
+    probe = decode.probe_video(video.path, cfg)
+    assert probe.opened is None  # over the cap: the probe closed the file
+    reread = select_patches(video.path, cfg)
+    assert from_memory.meta["frames_decoded"] == reread.meta["frames_decoded"] == 96
+    np.testing.assert_array_equal(from_memory.positions, reread.positions)
+    np.testing.assert_array_equal(from_memory.patches, reread.patches)

@@ -42,8 +42,9 @@ class CodecConfig:
     threads: int = 1  # decoder threads; slice threading only (frame threading breaks MVs)
     overlap: bool = True  # score sampled frames on a helper thread while decoding goes on
     max_decode_seconds: float = 300.0  # a video that takes longer is a VideoDecodeError
-    reencode_gop: int = 32  # fallback re-encode for streams without exported vectors
-    reencode_preset: str = "ultrafast"  # x264 preset; vectors are truncated to whole pixels anyway
+    # x264 preset of the fallback re-encode for streams without exported vectors; its vectors
+    # are truncated to whole pixels anyway
+    reencode_preset: str = "ultrafast"
 
     def __post_init__(self) -> None:
         _check_choice("canvas", self.canvas, CANVAS_MODES)

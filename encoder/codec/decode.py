@@ -89,7 +89,7 @@ class SampledFrame:
     luma: np.ndarray  # [H, W] uint8
     prev_luma: np.ndarray | None  # luma of frame ordinal - 1 (None for the first frame)
     motion_vectors: np.ndarray | None  # FFmpeg AVMotionVector records, or None
-    pict_type: int  # 1 = I, 2 = P, 3 = B (of the re-encode under the fallback)
+    pict_type: int  # 1 = I, 2 = P, 3 = B, of the original stream
     rotation: int  # display rotation, degrees counter-clockwise
 
 
@@ -205,9 +205,9 @@ def decode_sampled(
         ctx.options = {"flags2": "+export_mvs"}
     reencoder = None
     if with_motion and probe.motion_source == "reencoded":
-        reencoder = MotionReencoder(
-            probe.width, probe.height, cfg.reencode_gop, cfg.reencode_preset
-        )
+        reencoder = MotionReencoder(probe.width, probe.height, cfg.reencode_preset)
+    # The re-encode needs each sampled frame and its predecessor (see reencode.py).
+    fed = wanted | {ordinal - 1 for ordinal in wanted if ordinal > 0}
     waiting: dict[int, SampledFrame] = {}  # sampled frames whose re-encoded vectors are pending
     prev: av.VideoFrame | None = None
     ordinal = 0
@@ -238,7 +238,7 @@ def decode_sampled(
                         pict_type=int(frame.pict_type),
                         rotation=_rotation(frame),
                     )
-                if reencoder is not None:
+                if reencoder is not None and ordinal in fed:
                     if sampled is not None:
                         waiting[ordinal] = sampled
                     luma = sampled.luma if sampled is not None else luma_of(frame)
@@ -260,16 +260,15 @@ def decode_sampled(
 
 
 def _attach(
-    results: list[tuple[int, np.ndarray | None, int]],
+    results: list[tuple[int, np.ndarray | None]],
     waiting: dict[int, SampledFrame],
     stats: DecodeStats,
 ) -> Iterator[SampledFrame]:
-    """Give waiting sampled frames the vectors and picture type of their re-encoded twin."""
-    for ordinal, vectors, pict_type in results:
+    """Give waiting sampled frames the vectors of their re-encoded twin."""
+    for ordinal, vectors in results:
         sampled = waiting.pop(ordinal, None)
         if sampled is None:
             continue
         sampled.motion_vectors = vectors
-        sampled.pict_type = pict_type
         stats.frames_with_vectors += vectors is not None
         yield sampled

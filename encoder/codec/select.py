@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
@@ -70,8 +72,9 @@ def resolve_plan(plan: np.ndarray, kept: list[int], decoded: int) -> tuple[np.nd
 class ScoredFrame:
     ordinal: int
     pict_type: int
-    slot: int  # its canvas is FrameScorer.canvases[slot], [size, size, 3] uint8 RGB
+    slot: int  # when painted while decoding, its canvas is FrameScorer.canvases[slot]
     scores: np.ndarray | None  # [grid, grid] float32 patch saliency (None for uniform frames)
+    frame: av.VideoFrame | None = None  # kept instead when painting is deferred
 
 
 _thread_canvases = threading.local()
@@ -90,37 +93,75 @@ def _canvas_block(slots: int, size: int) -> np.ndarray:
     return block[:slots]
 
 
-class FrameScorer:
-    """Scores one sampled frame's patches; owns the video's canvas geometry and canvases."""
+def paints_after_selection(height: int, width: int, geo: CanvasGeometry) -> bool:
+    """Whether frames are painted after the selection (from the kept decoded frames) rather
+    than while decoding: when the frame is smaller than its canvas region, so keeping it costs
+    less memory than a canvas and painting is the dearer part of the work."""
+    return height * width < geo.resize_h * geo.resize_w
 
-    def __init__(self, cfg: CodecConfig, canvases: np.ndarray, with_scores: bool = True) -> None:
-        """`canvases`: [frames, size, size, 3] uint8, a slot for each frame to be scored."""
+
+class FrameScorer:
+    """Scores and paints sampled frames; owns the video's canvas geometry and canvases.
+
+    Frames smaller than their canvas region (upscaled: small videos, where decoding is cheap
+    and the 576 canvas is not) are painted after the selection, only where patches were chosen
+    and on two threads, from the decoded frames kept meanwhile (each smaller than its canvas);
+    larger frames are painted while decoding into a per-thread block of canvases.
+    `scores` runs on one thread at a time; each painter (swscale contexts, not thread-safe)
+    too: painter 0 on the helper thread, 1 on the calling one.
+    """
+
+    def __init__(self, cfg: CodecConfig, slots: int, with_scores: bool = True) -> None:
+        """`slots`: how many distinct frames will be scored."""
         self.cfg = cfg
         self.with_scores = with_scores
+        self.slots = slots
         self.geometry: CanvasGeometry | None = None
         self.pooler: PatchPooler | None = None
         self.rotation = 0
-        self.seconds = 0.0
-        self.to_canvas = CanvasConverter()
-        self.canvases = canvases
-        self.used = 0
+        self.defer_paint = False
+        self.canvases: np.ndarray | None = None
+        self.score_seconds = 0.0
+        self.painters = (CanvasConverter(), CanvasConverter())
 
-    def __call__(self, sf: SampledFrame) -> ScoredFrame:
+    def setup(self, sf: SampledFrame) -> None:
+        """Fix the geometry on the first frame (display size depends on its rotation). Runs on
+        the calling thread, which owns the canvas block."""
+        if self.geometry is not None:
+            return
+        h, w = sf.luma.shape
+        self.rotation = sf.rotation
+        if sf.rotation % 180:
+            h, w = w, h
+        cfg = self.cfg
+        geo = canvas_geometry(h, w, cfg.canvas, cfg.canvas_size, cfg.patch)
+        self.geometry = geo
+        self.pooler = PatchPooler(geo, *sf.luma.shape, sf.rotation)
+        self.defer_paint = paints_after_selection(h, w, geo)
+        if not self.defer_paint:
+            self.canvases = _canvas_block(self.slots, geo.size)
+
+    def scores(self, sf: SampledFrame) -> np.ndarray | None:
+        """[grid, grid] float32 patch saliency (None for uniform frames)."""
+        if not self.with_scores:
+            return None
         start = time.perf_counter()
-        if self.geometry is None:  # display size is known from the first frame's rotation
-            h, w = sf.luma.shape
-            self.rotation = sf.rotation
-            if sf.rotation % 180:
-                h, w = w, h
-            cfg = self.cfg
-            self.geometry = canvas_geometry(h, w, cfg.canvas, cfg.canvas_size, cfg.patch)
-            self.pooler = PatchPooler(self.geometry, *sf.luma.shape, sf.rotation)
-        scores = self._scores(sf) if self.with_scores else None
-        slot = self.used
-        self.to_canvas(sf.frame, self.rotation, self.geometry, self.canvases[slot])
-        self.used += 1
-        self.seconds += time.perf_counter() - start
-        return ScoredFrame(sf.ordinal, sf.pict_type, slot, scores)
+        scores = self._scores(sf)
+        self.score_seconds += time.perf_counter() - start
+        return scores
+
+    def paint(self, frame: av.VideoFrame, out: np.ndarray | None, painter: int = 0) -> np.ndarray:
+        return self.painters[painter](frame, self.rotation, self.geometry, out)
+
+    @property
+    def paint_seconds(self) -> float:
+        return sum(painter.seconds for painter in self.painters)
+
+    def canvas(self, scored: ScoredFrame) -> np.ndarray:
+        """A copy of the frame's RGB canvas [size, size, 3] (for drawing)."""
+        if scored.frame is not None:
+            return self.paint(scored.frame, None, painter=1)
+        return self.canvases[scored.slot].copy()
 
     def _scores(self, sf: SampledFrame) -> np.ndarray:
         cfg = self.cfg
@@ -195,6 +236,42 @@ def _top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
+def _score_all(
+    frames: Iterator[SampledFrame], scorer: FrameScorer, overlap: bool
+) -> dict[int, ScoredFrame]:
+    """Score (and unless deferred, paint) every sampled frame the decode yields, in slots
+    0, 1, ... by arrival.
+
+    With `overlap`, a helper thread scores and paints while the main thread decodes on (PyAV
+    and swscale release the GIL). When the helper falls two frames behind, the main thread
+    paints the next frame itself. Who paints changes no pixel."""
+
+    def score(sf: SampledFrame, slot: int, paint: bool) -> ScoredFrame:
+        scored = ScoredFrame(sf.ordinal, sf.pict_type, slot, scorer.scores(sf))
+        if scorer.defer_paint:
+            scored.frame = sf.frame
+        elif paint:
+            scorer.paint(sf.frame, scorer.canvases[slot])
+        return scored
+
+    if not overlap:
+        kept = {}
+        for slot, sf in enumerate(frames):
+            scorer.setup(sf)
+            kept[sf.ordinal] = score(sf, slot, paint=True)
+        return kept
+    pending: list[Future] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        for slot, sf in enumerate(frames):
+            scorer.setup(sf)
+            behind = len(pending) >= 2 and not (pending[-1].done() or pending[-2].done())
+            main_paints = behind and not scorer.defer_paint
+            pending.append(pool.submit(score, sf, slot, paint=not main_paints))
+            if main_paints:
+                scorer.paint(sf.frame, scorer.canvases[slot], painter=1)
+    return {scored.ordinal: scored for scored in (future.result() for future in pending)}
+
+
 @_single_blas_thread
 def _decode_and_score(
     path: str | Path, cfg: CodecConfig, count: int, with_scores: bool
@@ -204,17 +281,10 @@ def _decode_and_score(
     plan = sample_indices(probe.num_packets, count)
     stats = DecodeStats()
     wanted = set(plan.tolist())
-    # Canvases live in the calling thread's scratch, also when a helper thread does the scoring.
-    scorer = FrameScorer(cfg, _canvas_block(len(wanted), cfg.canvas_size), with_scores)
+    scorer = FrameScorer(cfg, len(wanted), with_scores)
     frames = decode_sampled(probe, wanted, cfg, stats, with_motion=with_scores)
     try:
-        if cfg.overlap:
-            # PyAV releases the GIL while decoding: scoring frame t overlaps decoding frame t+1.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                pending = [(sf.ordinal, pool.submit(scorer, sf)) for sf in frames]
-            kept = {ordinal: future.result() for ordinal, future in pending}
-        else:
-            kept = {sf.ordinal: scorer(sf) for sf in frames}
+        kept = _score_all(frames, scorer, cfg.overlap)
     finally:
         probe.close()  # the decode closes the probe's container; this covers a failed start
     if not kept:
@@ -249,8 +319,11 @@ def _decode_and_score(
         "wb": geo.grid,
         "pad_box": list(geo.content_box),
         "timings": {
-            "decode_s": stats.seconds - scorer.seconds,
-            "score_s": scorer.seconds,
+            # wall time of the decode loop (without the scoring and painting it waited for)
+            "decode_s": stats.seconds
+            - (0.0 if cfg.overlap else scorer.score_seconds + scorer.paint_seconds),
+            "score_s": scorer.score_seconds,
+            "canvas_s": scorer.paint_seconds,
             "total_s": time.perf_counter() - start,
         },
     }
@@ -258,12 +331,41 @@ def _decode_and_score(
 
 
 def _cut(
-    frame_ids: np.ndarray, kept: dict[int, ScoredFrame], scorer: FrameScorer, positions: np.ndarray
+    frame_ids: np.ndarray,
+    kept: dict[int, ScoredFrame],
+    scorer: FrameScorer,
+    positions: np.ndarray,
+    overlap: bool,
 ) -> np.ndarray:
-    """Pixels of the selected patches, [K, 3, p, p] uint8, in one gather over all canvases."""
-    slot_of_t = np.array([kept[int(i)].slot for i in frame_ids])
-    slots, rows, cols = slot_of_t[positions[:, 0]], positions[:, 1], positions[:, 2]
-    return cut_patches(scorer.canvases, slots, rows, cols, scorer.geometry.patch)
+    """Pixels of the selected patches, [K, 3, p, p] uint8."""
+    patch = scorer.geometry.patch
+    if not scorer.defer_paint:  # one gather over the painted canvases
+        slot_of_t = np.array([kept[int(i)].slot for i in frame_ids])
+        slots, rows, cols = slot_of_t[positions[:, 0]], positions[:, 1], positions[:, 2]
+        return cut_patches(scorer.canvases, slots, rows, cols, patch)
+    # Deferred: paint each frame that has chosen patches into a scratch canvas and cut them;
+    # rows are sorted by t, so each frame's rows are one run.
+    out = np.empty((len(positions), 3, patch, patch), np.uint8)
+    ts, starts = np.unique(positions[:, 0], return_index=True)
+    ends = np.append(starts[1:], len(positions))
+    runs = [(kept[int(frame_ids[t])].frame, a, b) for t, a, b in zip(ts, starts, ends, strict=True)]
+
+    def paint_and_cut(runs: list, painter: int) -> None:
+        size = scorer.geometry.size
+        scratch = np.empty((1, size, size, 3), np.uint8)
+        for frame, a, b in runs:
+            scorer.paint(frame, scratch[0], painter)
+            rows, cols = positions[a:b, 1], positions[a:b, 2]
+            out[a:b] = cut_patches(scratch, np.zeros(b - a, np.int64), rows, cols, patch)
+
+    if overlap and len(runs) > 1:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            helper = pool.submit(paint_and_cut, runs[1::2], 0)
+            paint_and_cut(runs[::2], 1)
+            helper.result()
+    else:
+        paint_and_cut(runs, 1)
+    return out
 
 
 def select_patches(path: str | Path, cfg: CodecConfig) -> PatchSelection:
@@ -275,13 +377,13 @@ def select_with_frames(
     path: str | Path, cfg: CodecConfig
 ) -> tuple[PatchSelection, list[np.ndarray]]:
     """Selection plus the RGB canvases of the T sampled frames (for drawing them)."""
-    selection, frames, canvases = _select(path, cfg)
-    return selection, [canvases[f.slot].copy() for f in frames]  # copies: the block is scratch
+    selection, frames, scorer = _select(path, cfg)
+    return selection, [scorer.canvas(f) for f in frames]
 
 
 def _select(
     path: str | Path, cfg: CodecConfig
-) -> tuple[PatchSelection, list[ScoredFrame], np.ndarray]:
+) -> tuple[PatchSelection, list[ScoredFrame], FrameScorer]:
     frame_ids, kept, scorer, meta = _decode_and_score(path, cfg, cfg.frames, with_scores=True)
     start = time.perf_counter()
     frames = [kept[int(i)] for i in frame_ids]
@@ -290,7 +392,7 @@ def _select(
     per_frame = geo.grid * geo.grid
     whole = whole_frames([f.pict_type for f in frames], cfg.full_frame, cfg.num_patches, per_frame)
     positions, candidates = choose_rows(scores, geo.candidate_mask(), whole, cfg.num_patches)
-    patches = _cut(frame_ids, kept, scorer, positions)
+    patches = _cut(frame_ids, kept, scorer, positions, cfg.overlap)
     meta.update(
         policy=cfg.full_frame,
         whole_frames=whole,
@@ -311,7 +413,7 @@ def _select(
         grid=(geo.grid, geo.grid),
         meta=meta,
     )
-    return selection, frames, scorer.canvases
+    return selection, frames, scorer
 
 
 def uniform_frames(path: str | Path, num_frames: int, cfg: CodecConfig) -> PatchSelection:
@@ -328,7 +430,7 @@ def uniform_frames(path: str | Path, num_frames: int, cfg: CodecConfig) -> Patch
         kind="frames",
         frame_ids=frame_ids.astype(np.int32),
         positions=positions,
-        patches=_cut(frame_ids, kept, scorer, positions),
+        patches=_cut(frame_ids, kept, scorer, positions, cfg.overlap),
         frame_times=uniform_timeline(num_frames),
         grid=(geo.grid, geo.grid),
         meta=meta,

@@ -125,3 +125,23 @@ def test_reading_packets_kept_by_the_probe_equals_reading_the_file_again(make_vi
     assert from_memory.meta["frames_decoded"] == reread.meta["frames_decoded"] == 96
     np.testing.assert_array_equal(from_memory.positions, reread.positions)
     np.testing.assert_array_equal(from_memory.patches, reread.patches)
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_painting_while_decoding_or_after_the_selection_gives_the_same_pixels(
+    make_video, monkeypatch, overlap
+):
+    from encoder.codec import select
+
+    video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
+    cfg = CodecConfig(overlap=overlap)
+    got = {}
+    for deferred in (True, False):
+        monkeypatch.setattr(select, "paints_after_selection", lambda *_, d=deferred: d)
+        got[deferred], canvases = select.select_with_frames(video.path, cfg)
+        t, h, w = got[deferred].positions[-1]
+        p = cfg.patch
+        cell = canvases[t][h * p : (h + 1) * p, w * p : (w + 1) * p].transpose(2, 0, 1)
+        np.testing.assert_array_equal(got[deferred].patches[-1], cell)
+    np.testing.assert_array_equal(got[True].positions, got[False].positions)
+    np.testing.assert_array_equal(got[True].patches, got[False].patches)

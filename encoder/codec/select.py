@@ -1,8 +1,10 @@
 """Codec patch selection for one video, top to bottom (PAPER.md section 2).
 
-probe (count packets) → plan T frame ids → decode once, scoring each sampled frame as it comes
-(motion field → compensated magnitude, residual → normalise, fuse → rotate → canvas → patch
-sums) → whole frames by policy → one global top-K over the rest → cut patches.
+probe (count and keep packets) → plan T frame ids → decode once, scoring each sampled frame as
+it comes (motion field → compensated magnitude, residual → normalise, fuse → rotate → canvas →
+patch sums) → whole frames by policy → one global top-K over the rest → cut patches. A frame's
+RGB canvas is painted while decoding when the frame is larger than its canvas region, and after
+the top-K (only where patches were chosen) when it is smaller (`paints_after_selection`).
 """
 
 from __future__ import annotations

@@ -38,8 +38,9 @@ def motion_field(
             vectors[name][l0] for name in ("w", "h", "dst_x", "dst_y", "src_x", "src_y")
         )
         cells, block = _footprints(bw, bh, dst_x, dst_y, gh, gw)
-        field[0, cells] = (src_x - dst_x)[block]
-        field[1, cells] = (src_y - dst_y)[block]
+        # int16 coordinates: widen before subtracting, a difference can leave int16's range
+        field[0, cells] = np.subtract(src_x, dst_x, dtype=np.int32)[block]
+        field[1, cells] = np.subtract(src_y, dst_y, dtype=np.int32)[block]
         field[2, cells] = 1.0
     field = field.reshape(3, gh, gw)
     return field[0], field[1], field[2] > 0

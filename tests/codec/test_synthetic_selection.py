@@ -131,13 +131,13 @@ def test_reading_packets_kept_by_the_probe_equals_reading_the_file_again(make_vi
 def test_painting_while_decoding_or_after_the_selection_gives_the_same_pixels(
     make_video, monkeypatch, overlap
 ):
-    from encoder.codec import select
+    from encoder.codec import scorer, select
 
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
     cfg = CodecConfig(overlap=overlap)
     got = {}
     for deferred in (True, False):
-        monkeypatch.setattr(select, "paints_after_selection", lambda *_, d=deferred: d)
+        monkeypatch.setattr(scorer, "paints_after_selection", lambda *_, d=deferred: d)
         got[deferred], canvases = select.select_with_frames(video.path, cfg)
         t, h, w = got[deferred].positions[-1]
         p = cfg.patch

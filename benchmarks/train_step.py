@@ -5,7 +5,7 @@ Model: configs/model/tiny.yaml (OV-Encoder tiny + mlp2x_gelu + Qwen3 tiny with t
 tokenizer), every part trainable. Batch: the fixed mix of benchmarks/mixes.py (12 images of
 256 visual tokens, 4 codec videos of 2,048 patches; random pixels and text ids) as one
 micro-batch packed into sequences of at most 4,096 tokens. The engine step is what
-train/recipe.py runs: pack + collate, one tower call per patch size, the global-token loss,
+train/trainer.py runs: pack + collate, one tower call per patch size, the global-token loss,
 DeepSpeed backward and step (ZeRO-2 on one CPU rank, client torch AdamW). The bare step takes
 the pre-collated batch. Steps alternate; medians of --repeats after one warm-up each. Prints
 seconds per step, tokens/s and the overhead ratio (target <= 1.15x).
@@ -24,13 +24,16 @@ from pathlib import Path
 import torch
 
 from encoder.packed import PackedVisualTokens
+from ovmllm.chat_processor import IGNORE_INDEX, EncodedSample
+from ovmllm.commands.train import prepare_process
 from ovmllm.data.dataset import Sample
-from ovmllm.processor import IGNORE_INDEX, EncodedSample
 from train.config import load_stage
 from train.data import StepBatch, micro_batch
 from train.engine import deepspeed_config, init_distributed
-from train.modules import optimizer_groups
-from train.recipe import freeze, load_model, train_step
+from train.modules import build_optimizer
+from train.recipe import freeze, load_model
+from train.trainer import train_step
+from train.uniform_calls import UniformTowerCalls
 
 from mixes import sample_mix
 
@@ -76,6 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--zero", type=int, default=2, choices=[2, 3])
     args = parser.parse_args()
+    prepare_process()
     dist = init_distributed()
     import deepspeed
 
@@ -92,24 +96,23 @@ def main() -> None:
     model.train()
     bare = copy.deepcopy(model)
     samples = build_samples(model.processor.chat.token_ids, len(model.processor.tokenizer))
-    tower_sizes = model.processor.patch_sizes()
 
     # the engine path: collation inside the timed step, as the recipe's data loader does it
     engine, *_ = deepspeed.initialize(
-        model=model,
-        optimizer=torch.optim.AdamW(optimizer_groups(model, cfg.trainability)),
+        model=UniformTowerCalls(model, model.processor.patch_sizes()),
+        optimizer=build_optimizer(model, cfg.trainability),
         config=deepspeed_config(cfg, dist.world_size),
     )
     pad_id = model.processor.tokenizer.pad_token_id
 
     def engine_step() -> int:
         micro = micro_batch(samples, cfg.max_length, pad_id)
-        train_step(engine, StepBatch(0, [micro]), tower_sizes, dist)
+        train_step(engine, StepBatch(0, [micro]), dist)
         return micro.num_tokens
 
     # the bare path: same weights, same packed batch, plain forward + backward + AdamW
     micro = micro_batch(samples, cfg.max_length, pad_id)
-    optimizer = torch.optim.AdamW(optimizer_groups(bare, cfg.trainability))
+    optimizer = build_optimizer(bare, cfg.trainability)
 
     def bare_step() -> int:
         out = bare(**micro.tensors, visual=micro.visual)

@@ -4,8 +4,16 @@ from connector.projectors import (
     CONNECTORS,
     ConnectorConfig,
     Mlp2xGelu,
+    Projector,
     SpatialMergeProjector,
     build_connector,
 )
 
-__all__ = ["CONNECTORS", "ConnectorConfig", "Mlp2xGelu", "SpatialMergeProjector", "build_connector"]
+__all__ = [
+    "CONNECTORS",
+    "ConnectorConfig",
+    "Mlp2xGelu",
+    "Projector",
+    "SpatialMergeProjector",
+    "build_connector",
+]

@@ -1,6 +1,7 @@
 """Producers of packed visual tokens for images and uniform frames, cut at a tower's patch size.
 
 Codec selection (`encoder.codec`) is the third producer; all three give `PackedVisualTokens`.
+The video producers load PyAV when they run, not on import, so images need no video library.
 Image resolution policy (PAPER.md section 1):
 - `square`: resize to size x size (the alignment stage: 504 x 504 → 36 x 36 patches of 14);
 - `best_fit`: pick, among `resolutions`, the one that keeps the most of the image's own pixels
@@ -18,7 +19,6 @@ import torch
 from PIL import Image
 
 from encoder.codec.config import CodecConfig
-from encoder.codec.select import uniform_frames
 from encoder.packed import PackedVisualTokens
 
 INSTRUCT_RESOLUTIONS = [[574, 1120], [1120, 574], [1120, 1120], [1694, 574], [574, 1694]]
@@ -99,5 +99,7 @@ def image_item(
 
 def frames_item(video: str | Path, num_frames: int, size: int, patch: int) -> PackedVisualTokens:
     """n uniform frames letterboxed to size x size, every patch, t = linspace(0, 63, n)."""
+    from encoder.codec.pipeline import uniform_frames  # decodes: PyAV loads only for video
+
     cfg = CodecConfig(frames=num_frames, canvas_size=size, patch=patch, budget_frames=num_frames)
     return uniform_frames(video, num_frames, cfg).to_packed()

@@ -15,10 +15,10 @@ from transformers import (
 
 from connector import ConnectorConfig
 from encoder.towers import TowerConfig, build_tower
+from ovmllm.chat_processor import ChatConfig
 from ovmllm.media import MediaConfig
 from ovmllm.model import OVMLLMConfig, OVMLLMForCausalLM
 from ovmllm.multimodal_processor import MultimodalProcessor
-from ovmllm.processor import ProcessorConfig
 
 
 def _tiny(family_config: type[PretrainedConfig], **extra) -> dict:
@@ -35,19 +35,30 @@ LLM_SIZES = {
 
 @dataclass
 class LLMConfig:
-    family: str = "qwen3"  # qwen3 | llama (random init only; a path brings its own)
+    family: str = "qwen3"
+    """Architecture of a random-init LLM: qwen3 | llama (a `path` brings its own)."""
     size: str = "tiny"
-    path: str = ""  # a from_pretrained folder
+    """Random-init size (a key of `LLM_SIZES` with `family`)."""
+    path: str = ""
+    """A `from_pretrained` folder; empty for random init."""
 
 
 @dataclass
 class ModelConfig:
+    """Everything `build_model` needs: the parts and the processor settings."""
+
     tower: TowerConfig = field(default_factory=TowerConfig)
+    """The vision tower (encoder.towers)."""
     connector: ConnectorConfig = field(default_factory=ConnectorConfig)
+    """The projector from vision width to LLM width."""
     llm: LLMConfig = field(default_factory=LLMConfig)
-    tokenizer: str = ""  # tokenizer folder with a chat template (default: llm.path)
+    """The causal LM."""
+    tokenizer: str = ""
+    """Tokenizer folder with a chat template (default: `llm.path`)."""
     media: MediaConfig = field(default_factory=MediaConfig)
-    chat: ProcessorConfig = field(default_factory=ProcessorConfig)
+    """How images and videos become packed visual tokens (saved in the processor config)."""
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    """How conversations become tokens (saved in the processor config)."""
 
 
 def build_llm(cfg: LLMConfig, vocab_size: int):
@@ -78,7 +89,6 @@ def build_model(cfg: ModelConfig) -> OVMLLMForCausalLM:
         llm.resize_token_embeddings(len(tokenizer))
     config = OVMLLMConfig(
         tower=asdict(cfg.tower),
-        tower_model=tower.model.config.to_dict(),
         connector=asdict(cfg.connector),
         llm_config=llm.config,
         vision_token_ids=processor.chat.token_ids,

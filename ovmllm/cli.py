@@ -9,6 +9,10 @@ import sys
 
 # subcommand -> module with `add_arguments(parser)` and `run(args) -> int`
 SUBCOMMANDS = {
+    "config": (
+        "ovmllm.commands.config",
+        "show a config resolved, with every field's documentation",
+    ),
     "codec": ("ovmllm.commands.codec", "codec patch selection: select, show, precompute"),
     "init": ("ovmllm.commands.init", "build a model from a config and save a checkpoint"),
     "chat": ("ovmllm.commands.chat", "answer one question about images or a video"),

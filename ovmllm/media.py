@@ -3,7 +3,8 @@
 The settings live in the processor config saved with every checkpoint; stage and eval configs
 may override them. Video is either codec-selected patches (`codec`, the OneVision-Encoder
 default; from a precomputed asset folder when the row has one) or uniform frames (`frames`,
-for the grid towers and for like-for-like baselines).
+for the grid towers and for like-for-like baselines). Only decoding loads PyAV, so a machine
+without it can build the model and train on images or precomputed codec assets.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from encoder.codec import CodecConfig, read_assets, select_patches, write_assets
-from encoder.codec.precompute import asset_key
+from encoder.codec import CodecConfig, read_assets, write_assets
+from encoder.codec.assets import asset_key
 from encoder.packed import PackedVisualTokens
 from encoder.producers import ImagePolicy, frames_item, image_item
 from encoder.towers import TowerSpec
@@ -24,7 +25,7 @@ class MediaConfig:
     video_mode: str = "codec"  # codec | frames
     codec: CodecConfig = field(default_factory=CodecConfig)
     frames: int = 8  # uniform frames per video in `frames` mode
-    frame_size: int = 0  # frames-mode canvas side; 0 = 36 patches of the tower (504 / 576)
+    frame_size: int = 0  # frames-mode canvas side; 0 = the tower's `TowerSpec.frame_size`
     cache_dir: str = ""  # codec selections cached here, keyed on path, size, mtime, settings
 
     def __post_init__(self) -> None:
@@ -40,12 +41,14 @@ def load_video(
     path: str | Path, media: MediaConfig, spec: TowerSpec, assets: str | Path | None = None
 ) -> PackedVisualTokens:
     if media.video_mode == "frames":
-        size = media.frame_size or 36 * spec.patch_size
+        size = media.frame_size or spec.frame_size
         return frames_item(path, media.frames, size, spec.patch_size)
     if "codec" not in spec.kinds:
         raise ValueError(f"tower {spec.name} cannot take codec video: set media.video_mode=frames")
     if assets:
         return read_assets(assets).to_packed()
+    from encoder.codec.pipeline import select_patches  # decodes: loads PyAV (see above)
+
     if not media.cache_dir:
         return select_patches(path, media.codec).to_packed()
     path = Path(path).resolve()

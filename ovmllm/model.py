@@ -4,15 +4,11 @@
 Visual features are scattered into the text embeddings at the placeholder tokens (one per
 visual token, as the processor expanded them). The forward returns the sum of token losses
 and the number of supervised tokens besides their mean, so training can normalise over the
-global batch. In training, `tower_sizes` makes the tower run once per listed patch size on every
-micro-batch (a zero-weighted dummy item for sizes the batch lacks, text-only batches included):
-ZeRO-3 gathers a module's parameters with a collective on each call, so all ranks must make the
-same calls or they hang.
+global batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,9 +21,9 @@ from transformers.utils import ModelOutput
 from connector import ConnectorConfig, build_connector
 from encoder.packed import PackedVisualTokens
 from encoder.towers import TOWERS, TowerConfig, build_tower
+from ovmllm.chat_processor import IGNORE_INDEX
 from ovmllm.data.packing import block_causal_mask
-from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor
-from ovmllm.processor import IGNORE_INDEX
+from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor, ProcessorOverrides
 
 
 class OVMLLMConfig(PretrainedConfig):
@@ -45,9 +41,8 @@ class OVMLLMConfig(PretrainedConfig):
         **kwargs,
     ) -> None:
         self.tower = dict(tower or asdict(TowerConfig()))
-        self.tower_model = (
-            tower_model  # the tower's own model config (saved so loading needs no path)
-        )
+        # the tower's own model config, saved so that loading needs no path to its weights
+        self.tower_model = tower_model
         self.connector = dict(connector or asdict(ConnectorConfig()))
         if isinstance(llm_config, dict):
             llm_config = AutoConfig.for_model(**llm_config)
@@ -76,7 +71,7 @@ class OVMLLMForCausalLM(PreTrainedModel):
         super().__init__(config)
         self.tower = tower if tower is not None else self._tower_from_config(config)
         if config.tower_model is None:
-            config.tower_model = self.tower.model.config.to_dict()
+            config.tower_model = self.tower.model_config()
         self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config.llm_config)
         llm_width = self.llm.get_input_embeddings().embedding_dim
         self.connector_config = ConnectorConfig(**config.connector)
@@ -96,9 +91,11 @@ class OVMLLMForCausalLM(PreTrainedModel):
             self.processor.save_pretrained(save_directory)
 
     @classmethod
-    def from_pretrained(cls, path, *args, processor_overrides: list[str] = (), **kwargs):
-        """The model and, when the folder has one, its processor (`model.processor`);
-        `processor_overrides` are dotted media.* / chat.* keys of a stage or eval config."""
+    def from_pretrained(
+        cls, path, *args, processor_overrides: ProcessorOverrides | None = None, **kwargs
+    ):
+        """The model and, when the folder has one, its processor (`model.processor`), with
+        `processor_overrides` (of a stage or eval config) replacing saved media / chat settings."""
         model = super().from_pretrained(path, *args, **kwargs)
         if (Path(path) / PROCESSOR_FILE).is_file():
             spec = model.tower.spec
@@ -134,72 +131,63 @@ class OVMLLMForCausalLM(PreTrainedModel):
         self, visual: PackedVisualTokens | list[PackedVisualTokens] | None
     ) -> torch.Tensor:
         """Tower then connector: [N_visual_tokens, llm_width] in item order."""
-        return self._visual(visual or [], ())[0]
+        features = self.item_features(visual or [])
+        if not features:
+            return torch.zeros(0, device=self.llm.get_input_embeddings().weight.device)
+        return torch.cat(features)
 
-    def _visual(
-        self, visual: PackedVisualTokens | list[PackedVisualTokens], tower_sizes: Sequence[int]
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Features in item order, and a zero-valued scalar tied to the dummy calls (None
-        without any).
+    def item_features(
+        self, visual: PackedVisualTokens | list[PackedVisualTokens]
+    ) -> list[torch.Tensor]:
+        """Tower then connector, one [n_tokens, llm_width] tensor per item, in item order.
 
         Items may come at different producer patch sizes (images cut at the tower's 14 px,
-        codec cells at 16 px): each size is one packed tower call, and the features are put
-        back in item order.
+        codec cells at 16 px): each size is one packed tower call, in ascending size order.
         """
         packs = visual if isinstance(visual, list) else [visual]
         items = [pack.item(i) for pack in packs for i in range(len(pack))]
-        by_size: dict[int, list[int]] = {size: [] for size in tower_sizes}
+        by_size: dict[int, list[int]] = {}
         for index, item in enumerate(items):
-            if tower_sizes and item.patch_size not in by_size:
-                raise ValueError(
-                    f"visual item with {item.patch_size}px patches, but the tower runs at "
-                    f"{sorted(tower_sizes)} on every rank (set by the processor's media settings)"
-                )
             by_size.setdefault(item.patch_size, []).append(index)
         features: list[torch.Tensor | None] = [None] * len(items)
-        anchor = None
-        device = self.llm.get_input_embeddings().weight.device
-        for size, indices in sorted(by_size.items()):
-            if indices:
-                group = PackedVisualTokens.concat([items[i] for i in indices])
-            else:
-                group = self.tower.dummy_item(size).to_device(device)
+        for _, indices in sorted(by_size.items()):
+            group = PackedVisualTokens.concat([items[i] for i in indices])
             out = self.tower(group)
             lengths = (out.cu_seqlens[1:] - out.cu_seqlens[:-1]).tolist()
             projected = self.connector(out.features, group.grids, lengths)
-            if not indices:
-                zero = 0.0 * projected.sum()
-                anchor = zero if anchor is None else anchor + zero
-                continue
             counts = [
                 self.connector_config.num_output_tokens(kind, n, grid)
                 for kind, n, grid in zip(group.kinds, lengths, group.grids, strict=True)
             ]
             for i, part in zip(indices, projected.split(counts), strict=True):
                 features[i] = part
-        if not items:
-            return torch.zeros(0, device=device), anchor
-        return torch.cat(features), anchor
+        return features
 
     def embed(
         self,
         input_ids: torch.Tensor,
-        visual: PackedVisualTokens | list[PackedVisualTokens] | None,
-        tower_sizes: Sequence[int] = (),
+        visual: PackedVisualTokens | list[PackedVisualTokens] | None = None,
     ) -> torch.Tensor:
+        """Text embeddings with the visual features at the placeholders."""
+        features = self.visual_features(visual) if visual else None
+        return self.embed_features(input_ids, features)
+
+    def embed_features(
+        self, input_ids: torch.Tensor, features: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Text embeddings with `features` (visual tokens in item order, computed already) at
+        the placeholders."""
         embeds = self.llm.get_input_embeddings()(input_ids)
         slots = torch.isin(input_ids, torch.tensor(self.media_token_ids, device=input_ids.device))
-        if not visual and not tower_sizes:
-            if int(slots.sum()):
-                raise ValueError(f"{int(slots.sum())} visual placeholders but no media given")
+        num_slots = int(slots.sum())
+        if features is None:
+            if num_slots:
+                raise ValueError(f"{num_slots} visual placeholders but no media given")
             return embeds
-        feats, anchor = self._visual(visual or [], tower_sizes)
-        if feats.shape[0] != int(slots.sum()):
-            raise ValueError(f"{feats.shape[0]} visual tokens for {int(slots.sum())} placeholders")
-        if feats.shape[0]:
-            embeds = embeds.masked_scatter(slots[..., None], feats.to(embeds.dtype))
-        if anchor is not None:
-            embeds = embeds + anchor.to(embeds.dtype)
+        if features.shape[0] != num_slots:
+            raise ValueError(f"{features.shape[0]} visual tokens for {num_slots} placeholders")
+        if num_slots:
+            embeds = embeds.masked_scatter(slots[..., None], features.to(embeds.dtype))
         return embeds
 
     def forward(
@@ -209,8 +197,8 @@ class OVMLLMForCausalLM(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         visual: PackedVisualTokens | list[PackedVisualTokens] | None = None,
-        tower_sizes: Sequence[int] = (),
         segment_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
         **llm_kwargs,
     ) -> OVMLLMOutput:
         """`segment_ids` [B, L] marks packed samples (1, 2, ... per sequence, 0 = padding), with
@@ -219,8 +207,9 @@ class OVMLLMForCausalLM(PreTrainedModel):
 
         With `labels`, the LM head runs only at positions whose next token is supervised (the
         vocabulary projection of every position would dominate a training step: 150K x hidden
-        per token), and `logits` are those rows, [N_supervised, vocab], in sequence order."""
-        embeds = self.embed(input_ids, visual, tower_sizes)
+        per token), and `logits` are those rows, [N_supervised, vocab], in sequence order.
+        `inputs_embeds` (with the visual features in place already) replaces `embed`."""
+        embeds = inputs_embeds if inputs_embeds is not None else self.embed(input_ids, visual)
         if segment_ids is not None and self.llm.config._attn_implementation != "flash_attention_2":
             attention_mask = block_causal_mask(segment_ids)
         keep = None

@@ -3,27 +3,41 @@
 Token counts per item come from the tower's `TowerSpec` and the connector config, so this runs
 in dataloader workers without a model. Saved next to the model weights (tokenizer files and
 `processor_config.json`), so a checkpoint folder restores the exact media settings it was
-trained with.
+trained with; a stage or eval config changes some of them with `ProcessorOverrides`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
 from connector import ConnectorConfig
+from encoder.files import write_text_atomic
 from encoder.packed import PackedVisualTokens
 from encoder.towers import TowerSpec
-from ovmllm.config import load_config
+from ovmllm.chat_processor import ChatConfig, ChatProcessor, EncodedSample
+from ovmllm.config import apply_overrides, load_config, overrides_of
 from ovmllm.media import MediaConfig, load_image, load_video
-from ovmllm.processor import ChatProcessor, EncodedSample, ProcessorConfig
 
 PROCESSOR_FILE = "processor_config.json"
+
+MediaOverrides = overrides_of(MediaConfig, __name__)
+ChatOverrides = overrides_of(ChatConfig, __name__)
+
+
+@dataclass
+class ProcessorOverrides:
+    """Media and chat settings that replace a checkpoint's saved ones (a stage or eval config
+    changing e.g. `media.image.mode`); fields left unset keep the saved value."""
+
+    media: MediaOverrides = field(default_factory=MediaOverrides)
+    """Keys of `MediaConfig` (image policy, video mode, codec settings)."""
+    chat: ChatOverrides = field(default_factory=ChatOverrides)
+    """Keys of `ChatConfig` (max_length, system_prompt, frame_separator)."""
 
 
 class MultimodalProcessor:
@@ -33,7 +47,7 @@ class MultimodalProcessor:
         spec: TowerSpec,
         connector: ConnectorConfig,
         media: MediaConfig | None = None,
-        chat: ProcessorConfig | None = None,
+        chat: ChatConfig | None = None,
     ) -> None:
         self.chat = ChatProcessor(tokenizer, chat)
         self.spec = spec
@@ -44,7 +58,8 @@ class MultimodalProcessor:
     def tokenizer(self):
         return self.chat.tokenizer
 
-    def tokens_for(self, item: PackedVisualTokens) -> int:
+    def num_visual_tokens(self, item: PackedVisualTokens) -> int:
+        """Placeholder tokens of one item: what the tower and connector will emit for it."""
         kind, length, grid = item.kinds[0], item.lengths[0], item.grids[0]
         return self.connector.num_output_tokens(
             kind, self.spec.num_output_tokens(kind, length, grid), grid
@@ -57,9 +72,9 @@ class MultimodalProcessor:
             sizes.add(self.media.codec.patch)
         return sorted(sizes)
 
-    def frame_tokens(self, item: PackedVisualTokens) -> list[int]:
-        """Output tokens per frame (per temporal token), in order; one entry for an image."""
-        total = self.tokens_for(item)
+    def tokens_per_frame(self, item: PackedVisualTokens) -> list[int]:
+        """Visual tokens per frame (per temporal token), in order; one entry for an image."""
+        total = self.num_visual_tokens(item)
         kind, grid = item.kinds[0], item.grids[0]
         if kind == "image":
             return [total]
@@ -79,20 +94,19 @@ class MultimodalProcessor:
             items.append(load_video(video, self.media, self.spec, assets))
         return items
 
-    def encode(
-        self, conversations: list[dict], items: list[PackedVisualTokens]
-    ) -> tuple[EncodedSample, list[PackedVisualTokens]]:
-        """Token ids and labels, and the items in placeholder order (the model's `visual`)."""
-        sample = self.chat.encode(conversations, self._media(items))
-        return sample, list(items)
+    def encode(self, conversations: list[dict], items: list[PackedVisualTokens]) -> EncodedSample:
+        """Token ids and labels, each placeholder expanded to its item's visual tokens; `items`
+        are in placeholder order (they are the model's `visual` input as they are)."""
+        return self.chat.encode(conversations, self._token_counts(items))
 
     def prompt(self, conversations: list[dict], items: list[PackedVisualTokens]) -> list[int]:
-        return self.chat.generation_prompt(conversations, self._media(items))
+        """Token ids of a generation prompt for the next assistant turn."""
+        return self.chat.generation_prompt(conversations, self._token_counts(items))
 
-    def _media(self, items: list[PackedVisualTokens]) -> list[tuple[str, int | list[int]]]:
+    def _token_counts(self, items: list[PackedVisualTokens]) -> list[tuple[str, int | list[int]]]:
         if self.chat.cfg.frame_separator:
-            return [(it.kinds[0], self.frame_tokens(it)) for it in items]
-        return [(it.kinds[0], self.tokens_for(it)) for it in items]
+            return [(it.kinds[0], self.tokens_per_frame(it)) for it in items]
+        return [(it.kinds[0], self.num_visual_tokens(it)) for it in items]
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -102,20 +116,17 @@ class MultimodalProcessor:
             "chat": asdict(self.chat.cfg),
             "connector": asdict(self.connector),
         }
-        tmp = folder / f".{PROCESSOR_FILE}.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(payload, indent=1))
-        tmp.replace(folder / PROCESSOR_FILE)
+        write_text_atomic(folder / PROCESSOR_FILE, json.dumps(payload, indent=1))
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path, spec: TowerSpec, overrides: list[str] = ()
+        cls, folder: str | Path, spec: TowerSpec, overrides: ProcessorOverrides | None = None
     ) -> MultimodalProcessor:
-        """`overrides`: dotted `media.*` / `chat.*` keys from a stage or eval config."""
+        """The processor saved in `folder`, with `overrides` replacing saved settings."""
         folder = Path(folder)
         payload = json.loads((folder / PROCESSOR_FILE).read_text())
-        media_keys = [o.removeprefix("media.") for o in overrides if o.startswith("media.")]
-        chat_keys = [o.removeprefix("chat.") for o in overrides if o.startswith("chat.")]
-        media = load_config(MediaConfig, None, media_keys, base=payload["media"])
-        chat = load_config(ProcessorConfig, None, chat_keys, base=payload["chat"])
+        overrides = overrides or ProcessorOverrides()
+        media = apply_overrides(load_config(MediaConfig, base=payload["media"]), overrides.media)
+        chat = apply_overrides(load_config(ChatConfig, base=payload["chat"]), overrides.chat)
         connector = ConnectorConfig(**payload["connector"])
         return cls(AutoTokenizer.from_pretrained(folder), spec, connector, media, chat)

@@ -97,3 +97,15 @@ def test_the_deepspeed_launchers_local_rank_flag_is_dropped():
 
     argv = ["--local_rank=1", "train", "stage.yaml", "--local_rank", "1", "max_steps=2"]
     assert _without_local_rank(argv) == ["train", "stage.yaml", "max_steps=2"]
+
+
+def test_config_shows_each_field_with_its_documentation(capsys):
+    assert main(["config", "model", "configs/model/tiny.yaml", "chat.max_length=77"]) == 0
+    text = capsys.readouterr().out
+    assert "  # Tokens per sample: longer ones are cut" in text and "  max_length: 77" in text
+    assert main(["config", "processor", "media.frames=3"]) == 0
+    assert "  frames: 3\n" in capsys.readouterr().out
+    assert main(["config", "stage"]) == 1
+    assert "YAML file" in capsys.readouterr().err
+    for kind, override in {"codec": "frames=8", "toydata": "seed=1"}.items():
+        assert main(["config", kind, override]) == 0  # the other kinds resolve too

@@ -1,26 +1,74 @@
 """Resumable checkpoints: `<output_dir>/checkpoints/step_NNNNNNN/`, complete or absent.
 
-Every rank writes its DeepSpeed shards (model, optimiser, scheduler) and its RNG states into
-`.tmp-step_NNNNNNN/`; rank 0 then adds `trainer_state.json` (step, the next data position,
-counters) and renames the folder. A folder named `step_*` is therefore always complete, the
-previous one is deleted only after the new one exists, and a run killed while saving leaves a
-`.tmp-*` folder that `resume=auto` ignores (and the next save clears). The output folder must
-be on a filesystem all ranks share (rank 0 renames what every rank wrote).
+`TrainState` is what a run has done besides the weights (step, next data position, counters);
+`Checkpointer` decides when to save (every `save_every` steps, the last `keep` kept; a run ends
+early after `stop_after` steps) and writes a checkpoint atomically: every rank writes its
+DeepSpeed shards (model, optimiser, scheduler) and its RNG states into `.tmp-step_NNNNNNN/`;
+rank 0 then adds `trainer_state.json` and renames the folder. A folder named `step_*` is
+therefore always complete, the previous one is deleted only after the new one exists, and a
+run killed while saving leaves a `.tmp-*` folder that `resume=auto` ignores (and the next save
+clears). The output folder must be on a filesystem all ranks share (rank 0 renames what every
+rank wrote).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from encoder.files import TMP_PREFIX, commit, temp_path, write_text_atomic
+from ovmllm.data.dataset import Rejections
+
 PREFIX = "step_"
 STATE_FILE = "trainer_state.json"
 DS_TAG = "deepspeed"
+
+
+@dataclass
+class BatchGeometry:
+    """What a checkpoint's steps, schedule and ZeRO shards are laid out for."""
+
+    world_size: int
+    batch_size: int
+    grad_accum: int
+
+
+@dataclass
+class TrainState:
+    """The counters of a run; `state_dict()` is `trainer_state.json` (the keys of the first
+    format, so older checkpoints resume)."""
+
+    geometry: BatchGeometry
+    step: int = 0
+    position: int = 0  # the next global sample position (the whole data state)
+    tokens: int = 0  # tokens seen
+    loss: float = math.nan  # of the last step
+    rejections: Rejections = field(default_factory=Rejections)
+
+    def state_dict(self) -> dict:
+        return {
+            **vars(self.geometry),
+            "step": self.step,
+            "position": self.position,
+            "tokens": self.tokens,
+            "loss": self.loss,
+            "rejected": dict(self.rejections.counts),
+            "rejected_ids": self.rejections.ids,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.position, self.tokens = state["step"], state["position"], state["tokens"]
+        self.loss = state.get("loss", math.nan)
+        self.rejections = Rejections()
+        self.rejections.counts.update(state["rejected"])
+        self.rejections.ids.update(state["rejected_ids"])
 
 
 def _barrier() -> None:
@@ -48,40 +96,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def write_trainer_state(folder: Path, state: dict) -> None:
-    tmp = folder / f".{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(folder / STATE_FILE)
-
-
-def save_checkpoint(
-    engine, root: Path, step: int, state: dict, rank: int, keep: int, files: dict | None = None
-) -> Path:
-    """Collective: every rank calls it. `files` (name → text) are written by rank 0 beside the
-    shards (the resolved stage config). Returns the complete checkpoint folder."""
-    final = root / f"{PREFIX}{step:07d}"
-    tmp = root / f".tmp-{final.name}"
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    _barrier()
-    engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
-    torch.save(rng_state(), tmp / f"rng_rank{rank}.pt")
-    _barrier()
-    if rank == 0:
-        for name, text in (files or {}).items():
-            (tmp / name).write_text(text)
-        write_trainer_state(tmp, state)
-        old = root / f".old-{final.name}"
-        if final.exists():  # the same step saved again: swap, so one copy is always complete
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-        for old in complete_checkpoints(root)[:-keep]:
-            shutil.rmtree(old)
-        for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
-            shutil.rmtree(stale, ignore_errors=True)
-    _barrier()
-    return final
+    write_text_atomic(folder / STATE_FILE, json.dumps(state, indent=1))
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -103,10 +118,97 @@ def find_checkpoint(resume: str, root: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(engine, folder: Path, rank: int) -> dict:
-    """Restore model, optimiser, scheduler and this rank's RNG; returns the trainer state."""
-    load_path, _ = engine.load_checkpoint(str(folder), tag=DS_TAG)
-    if load_path is None:
-        raise RuntimeError(f"DeepSpeed could not load the checkpoint in {folder}")
-    set_rng_state(torch.load(folder / f"rng_rank{rank}.pt", weights_only=False))
-    return json.loads((folder / STATE_FILE).read_text())
+class Checkpointer:
+    """When and how a run saves. Every rank makes the same calls (saving is collective)."""
+
+    def __init__(
+        self,
+        engine,
+        root: Path,
+        rank: int,
+        *,
+        total_steps: int,
+        save_every: int = 0,
+        stop_after: int = 0,
+        keep: int = 2,
+        files: dict[str, str] | None = None,
+    ) -> None:
+        """`save_every`: steps between saves (0 = at the end only); `stop_after`: steps this
+        run makes before it saves and stops (0 = until total_steps; the schedule is unchanged);
+        `files` (name → text) go beside the shards (the resolved stage config)."""
+        self.engine = engine
+        self.root = Path(root)
+        self.rank = rank
+        self.total_steps = total_steps
+        self.save_every = save_every
+        self.stop_after = stop_after
+        self.keep = keep
+        self.files = files or {}
+        self.start_step = 0
+        self.resumed_from: Path | None = None
+
+    def resume(self, resume: str, state: TrainState) -> Path | None:
+        """Load the checkpoint `resume` names (model, optimiser, scheduler, this rank's RNG and
+        `state`) after checking that it can continue this run; None for a fresh start."""
+        checkpoint = find_checkpoint(resume, self.root)
+        if checkpoint is None and complete_checkpoints(self.root):
+            raise FileExistsError(
+                f"{self.root} holds checkpoints of an earlier run: resume=auto continues it; "
+                "otherwise choose another output_dir or delete them"
+            )
+        if checkpoint is not None:
+            saved = json.loads((checkpoint / STATE_FILE).read_text())
+            saved_geometry = {k: saved.get(k) for k in vars(state.geometry)}
+            if saved_geometry != vars(state.geometry):
+                raise ValueError(
+                    f"{checkpoint} was saved with {saved_geometry}, this run has "
+                    f"{vars(state.geometry)}: steps, schedule and ZeRO shards would not line up"
+                )
+            load_path, _ = self.engine.load_checkpoint(str(checkpoint), tag=DS_TAG)
+            if load_path is None:
+                raise RuntimeError(f"DeepSpeed could not load the checkpoint in {checkpoint}")
+            set_rng_state(torch.load(checkpoint / f"rng_rank{self.rank}.pt", weights_only=False))
+            state.load_state_dict(saved)
+        self.start_step, self.resumed_from = state.step, checkpoint
+        return checkpoint
+
+    def should_stop(self, state: TrainState) -> bool:
+        """This run's share is done (`stop_after`) before the schedule's end."""
+        done = state.step - self.start_step
+        return bool(self.stop_after) and done >= self.stop_after and state.step < self.total_steps
+
+    def maybe_save(self, state: TrainState) -> Path | None:
+        """The periodic save (the last step is saved by `save_final`)."""
+        if self.save_every and state.step % self.save_every == 0 and state.step < self.total_steps:
+            return self.save(state)
+        return None
+
+    def save_final(self, state: TrainState) -> Path:
+        """The run's last checkpoint; nothing to write when nothing trained since the one it
+        resumed from."""
+        if self.resumed_from is not None and state.step == self.start_step:
+            return self.resumed_from
+        return self.save(state)
+
+    def save(self, state: TrainState) -> Path:
+        """Collective. Returns the complete checkpoint folder."""
+        final = self.root / f"{PREFIX}{state.step:07d}"
+        tmp = temp_path(final, unique=False)  # every rank writes its shards into the same one
+        if self.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        _barrier()
+        self.engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        torch.save(rng_state(), tmp / f"rng_rank{self.rank}.pt")
+        _barrier()
+        if self.rank == 0:
+            for name, text in self.files.items():
+                (tmp / name).write_text(text)
+            write_trainer_state(tmp, state.state_dict())
+            commit(tmp, final)
+            for old in complete_checkpoints(self.root)[: -self.keep]:
+                shutil.rmtree(old)
+            for stale in self.root.glob(f"{TMP_PREFIX}*"):
+                shutil.rmtree(stale, ignore_errors=True)
+        _barrier()
+        return final

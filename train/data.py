@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 import torch
 
 from encoder.packed import PackedVisualTokens
+from ovmllm.chat_processor import IGNORE_INDEX
 from ovmllm.data.dataset import MixtureDataset, Rejected, Sample
 from ovmllm.data.packing import collate, pack
-from ovmllm.processor import IGNORE_INDEX, SampleRejected
 
 
 @dataclass
@@ -93,11 +93,7 @@ class StepBatches(torch.utils.data.Dataset):
         epoch, index = divmod(position, self.epoch_size)
         if epoch not in self._orders:
             self._orders = {epoch: self.dataset.order(epoch)}  # one epoch at a time
-        source, row = (int(x) for x in self._orders[epoch][index])
-        try:
-            return self.dataset.build(source, row, position)
-        except SampleRejected as exc:  # media that fail to load are rejections too
-            return Rejected(position, str(self.dataset.rows[source][row]["id"]), exc.reason)
+        return self.dataset.build_at(self._orders[epoch], index, position)
 
     def __getitem__(self, offset: int) -> StepBatch:
         if not 0 <= offset < self.num_steps:

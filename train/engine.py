@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,30 +32,29 @@ class Dist:
         return self.rank == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def init_distributed() -> Dist:
     """Join the process group a launcher (torchrun, deepspeed) describes in the environment, or
-    form a group of one when started directly."""
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
-    cuda = torch.cuda.is_available()
-    if not cuda:
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    # DeepSpeed 0.19 calls the c10d collectives torch 2.13 renamed, warning on every step
-    for name in ("reduce_scatter_tensor", "all_gather_into_tensor"):
-        warnings.filterwarnings("ignore", f".*{name}. is deprecated", FutureWarning)
-    import deepspeed
+    form a group of one (an in-memory store: no address, no port) when started directly.
 
+    DeepSpeed's engine reads LOCAL_RANK from the environment even for one process; the command
+    line sets it once, with DeepSpeed's accelerator (ovmllm.commands.train.prepare_process).
+    """
+    if "LOCAL_RANK" not in os.environ:
+        raise RuntimeError(
+            "LOCAL_RANK is unset, and DeepSpeed reads it: start through a launcher or "
+            "`ovmllm train`, or call ovmllm.commands.train.prepare_process() first"
+        )
+    cuda = torch.cuda.is_available()
+    backend = "nccl" if cuda else "gloo"
     if not torch.distributed.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if cuda else "gloo", verbose=False)
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if "RANK" in os.environ:  # a launcher's group
+            import deepspeed
+
+            deepspeed.init_distributed(dist_backend=backend, verbose=False)
+        else:
+            store = torch.distributed.HashStore()
+            torch.distributed.init_process_group(backend, store=store, rank=0, world_size=1)
+    local_rank = int(os.environ["LOCAL_RANK"])
     if cuda:
         torch.cuda.set_device(local_rank)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")

@@ -3,16 +3,16 @@ call, with LoRA merged and the processor (media settings actually used) saved be
 
 Under ZeRO-3 no rank holds whole weights, so the state dict is gathered layer by layer to rank
 0; rank 0 then loads it into a fresh copy of the model (same config, same LoRA wrapping),
-merges the adapters and saves to a temp folder that is renamed when complete.
+merges the adapters and saves to a temporary folder that is renamed when complete.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
+from encoder.files import atomic_dir
 from ovmllm.config import write_config
 from ovmllm.model import OVMLLMForCausalLM
 from train.config import StageConfig
@@ -20,7 +20,8 @@ from train.lora import apply_lora, merge_lora
 
 
 def full_state_dict(engine) -> dict[str, torch.Tensor] | None:
-    """Collective under ZeRO-3 (every rank calls); the whole state dict on rank 0."""
+    """Collective under ZeRO-3 (every rank calls); the whole state dict on rank 0. The engine's
+    module (train/uniform_calls.py) names its parameters as the model does."""
     if engine.zero_optimization_partition_weights():
         return engine._zero3_consolidated_16bit_state_dict()
     if torch.distributed.get_rank() != 0:
@@ -39,11 +40,7 @@ def export_model(engine, model: OVMLLMForCausalLM, cfg: StageConfig, out: Path) 
     fresh.to(dtype).load_state_dict(state, strict=True)
     merge_lora(fresh)
     fresh.processor = model.processor
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    fresh.save_pretrained(tmp)
-    write_config(cfg, tmp / "stage_config.yaml")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        fresh.save_pretrained(tmp)
+        write_config(cfg, tmp / "stage_config.yaml")
     return out

@@ -3,16 +3,15 @@ or, inside training, a DeepSpeed engine whose ranks share the samples."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from ovmllm.data.dataset import MixtureDataset
+from ovmllm.data.dataset import MixtureDataset, Sample
 from ovmllm.data.mixture import MixtureConfig, SourceConfig
 from ovmllm.model import OVMLLMForCausalLM
-from ovmllm.processor import SampleRejected
 from train.data import micro_batch, pad_token_id
 
 
@@ -21,7 +20,6 @@ def loss_sums(
     forward: Callable,
     dataset: MixtureDataset,
     max_length: int,
-    tower_sizes: Sequence[int],
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
@@ -29,20 +27,16 @@ def loss_sums(
     """(summed token loss, supervised tokens) over the samples of epoch 0, one per forward.
 
     Rank r takes samples r, r + world_size, ...; every rank makes the same number of forward
-    calls (an empty micro-batch where it has run out or a row is rejected), as ZeRO-3 needs.
+    calls (an empty micro-batch where it has run out or a row is rejected), as ZeRO-3 needs
+    (`forward` is then the training engine, whose module makes uniform tower calls).
     """
-    order = dataset.order(0)
+    share = dataset.stream(0, shard=rank, num_shards=world_size)
     pad_id = pad_token_id(dataset.processor.tokenizer)
     loss_sum, tokens = 0.0, 0.0
-    for start in range(0, len(order), world_size):
-        index = start + rank
-        samples = []
-        if index < len(order):
-            source, row = (int(x) for x in order[index])
-            with contextlib.suppress(SampleRejected):  # rejected rows are left out
-                samples = [dataset.build(source, row, index)]
-        micro = micro_batch(samples, max_length, pad_id)
-        out = forward(**micro.model_inputs(device), tower_sizes=tower_sizes)
+    for _ in range(math.ceil(len(dataset.order(0)) / world_size)):
+        item = next(share, None)  # rejected rows are left out
+        micro = micro_batch([item] if isinstance(item, Sample) else [], max_length, pad_id)
+        out = forward(**micro.model_inputs(device))
         loss_sum += float(out.loss_sum)
         tokens += float(out.num_tokens)
     return loss_sum, tokens
@@ -54,9 +48,7 @@ def heldout_loss(model: OVMLLMForCausalLM, data: str | Path, root: str = "") -> 
     dataset = MixtureDataset(MixtureConfig([SourceConfig(data=str(data), root=root)]), processor)
     was_training = model.training
     model.eval()
-    loss_sum, tokens = loss_sums(
-        model, dataset, processor.chat.cfg.max_length, processor.patch_sizes(), model.device
-    )
+    loss_sum, tokens = loss_sums(model, dataset, processor.chat.cfg.max_length, model.device)
     model.train(was_training)
     if tokens == 0:
         raise ValueError(f"{data}: no supervised token in any sample")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from encoder.files import atomic_file, write_text_atomic
 from train.config import StageConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -50,9 +51,7 @@ class RunLogger:
         if not path.is_file():
             return
         kept = [json.dumps(row) for row in _rows(path) if row.get("step", 0) <= step]
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        tmp.replace(path)
+        write_text_atomic(path, "".join(line + "\n" for line in kept))
 
     @staticmethod
     def _start_wandb(cfg: StageConfig):
@@ -62,10 +61,10 @@ class RunLogger:
 
             return wandb.init(
                 project=cfg.wandb.project,
-                name=cfg.wandb.name or cfg.name,
+                name=cfg.wandb.name or cfg.run_name,
                 dir=cfg.output_dir,
                 mode=mode,
-                config={"stage": cfg.name},
+                config={"stage": cfg.name, "run": cfg.run_name},
             )
         except Exception as exc:  # logging must never stop a run
             warnings.warn(f"wandb disabled: {exc}", stacklevel=2)
@@ -141,8 +140,7 @@ def plot_loss(rows: list[dict], out: Path) -> Path:
     ax.set_ylabel("loss (token mean, global batch)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp)
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    tmp.replace(out)
     return out

@@ -89,4 +89,6 @@ def optimizer_groups(model: nn.Module, cfg: TrainabilityConfig) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainabilityConfig) -> torch.optim.Optimizer:
+    """The client optimiser of every stage: torch AdamW over the part groups (no DeepSpeed op
+    to compile)."""
     return torch.optim.AdamW(optimizer_groups(model, cfg))

@@ -1,6 +1,7 @@
 """Asset folder of one video's selection, compatible with the reference's LLaVA pipeline.
 
-Written (atomically: a temp folder renamed into place, so a folder that exists is complete):
+Written atomically (`encoder/files.py`: a folder that exists is complete), named by
+`asset_key` where a cache or a dataset's precompute keeps many:
 - `patches.npy`  uint8 [K, 3, p, p], lossless: what this project reads back, so cached assets
   and online selection give identical pixels;
 - `frame_ids.npy` int32 [T]; `positions_thw.npy` int32 [K, 3] (t = index into the T frames);
@@ -17,18 +18,19 @@ Written (atomically: a temp folder renamed into place, so a folder that exists i
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import re
-import shutil
-import uuid
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from encoder.codec.config import CodecConfig
 from encoder.codec.errors import AssetFormatError
 from encoder.codec.selection import PatchSelection, codec_timeline
+from encoder.files import atomic_dir
 
 JPEG_QUALITY = 95  # the reference writes its mosaics at quality 95
 REFERENCE_TIMELINE = 64  # the reference always samples 64 frames
@@ -63,11 +65,7 @@ def mosaics(selection: PatchSelection) -> list[np.ndarray]:
 
 def write_assets(selection: PatchSelection, folder: str | Path) -> Path:
     """Write the asset folder; replaces an existing one only once the new one is complete."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    try:
+    with atomic_dir(folder) as tmp:
         np.save(tmp / "patches.npy", selection.patches)
         np.save(tmp / "frame_ids.npy", selection.frame_ids.astype(np.int32))
         np.save(tmp / "positions_thw.npy", selection.positions.astype(np.int32))
@@ -87,17 +85,23 @@ def write_assets(selection: PatchSelection, folder: str | Path) -> Path:
             frame_times=selection.frame_times,
         )
         (tmp / "meta.json").write_text(json.dumps(_jsonable(meta), indent=1))
-        old = None
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            folder.rename(old)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
+
+
+def asset_key(video_id: str, video: Path, cfg: CodecConfig) -> str:
+    """The name of a video's asset folder: a hash of how the video is named (`video_id`), its
+    size and mtime, and the codec settings, so a changed video or setting gets new assets."""
+    stat = video.stat()
+    payload = json.dumps(
+        {
+            "video": video_id,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "codec": asdict(cfg),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
 def _load(folder: Path, name: str, dtype, ndim: int) -> np.ndarray:

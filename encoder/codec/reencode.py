@@ -3,11 +3,11 @@
 HEVC (FFmpeg's hevc decoder never exports them), VP9, AV1 and intra-only codecs (MJPEG,
 Cinepak) are re-encoded in memory, as they are decoded, to H.264 luma, and the re-encode is
 decoded with vector export. Only the frames motion is needed for are fed: each sampled frame
-and the frame just before it (`decode.decode_sampled` picks them). The encoder has one
+and the frame just before it (`video.Decode` picks them). The encoder has one
 reference, no B-frames, no scene cut and no keyframe after the first, so every fed frame is a
 P-frame predicted from the fed frame before it, which for a sampled frame is its predecessor
 in the video: its vectors are its motion since the previous frame, as a stream's own P-frame
-vectors are. (Feeding every frame cost 4.8x the decode baseline at 224p; pairs cost 128
+vectors are. (Feeding every frame would cost an encode per decoded frame; pairs cost 2T
 encodes whatever the video's length.) The vectors describe the re-encoder's motion search,
 not the original bitstream's: close for natural motion, but the source is recorded as
 "reencoded" in every selection's meta. Pixels are never taken from the re-encode; patches come

@@ -1,8 +1,8 @@
 """Luma residual map of one sampled frame, in the pixel domain (PAPER.md section 2, item 11).
 
 Stock FFmpeg exports no prediction residual, so it is rebuilt from decoded pixels:
-- `diff` (default): |Y_t - Y_t-1| against the previous decoded frame. Measured against the
-  reference it agrees as well as `mc` at about a third of the cost.
+- `diff` (default): |Y_t - Y_t-1| against the previous decoded frame. It agrees with the
+  reference as well as `mc` does, and costs less (`benchmarks/codec_speed.py` times both).
 - `mc`: |Y_t - P_t| where P_t is the motion-compensated prediction built from the previous
   decoded frame (display order) and the frame's integer L0 vectors. Approximations: exported
   vectors say only past or future, not which reference picture, so every L0 block is predicted

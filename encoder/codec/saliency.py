@@ -1,20 +1,83 @@
-"""Per-frame normalisation and fusion of the motion and residual maps (PAPER.md section 2).
+"""Patch saliency of one sampled frame (PAPER.md section 2): `score_frame`, in the paper's steps.
 
-Each map is divided by its own 95th percentile (floored: 1e-6 for motion, 1.0 for residual),
-clipped to [0, 1], and the two are fused 1:1 (`mean`, the default; `max`, `sum`, `geomean`
-are options). Percentiles use numpy's default linear interpolation, computed exactly but
-cheaply: the residual is uint8 (a 256-bin histogram) and the motion map is piecewise constant
-on 4x4 cells (cell values weighted by the pixels each covers), so neither needs a sort over
-all pixels.
+The two cues are the codec's motion (magnitude per 4x4 cell after camera compensation,
+`motion.py`) and the luma residual (`residual.py`). Each map is divided by its own 95th
+percentile (floored: 1e-6 for motion, 1.0 for residual), clipped to [0, 1], the two are fused
+1:1 (`mean`, the default; `max`, `sum`, `geomean` are options), resized onto the canvas and
+summed per patch.
+
+Percentiles use numpy's default linear interpolation, computed exactly but cheaply: the
+residual is uint8 (a 256-bin histogram) and the motion map is piecewise constant on 4x4 cells
+(cell values weighted by the pixels each covers), so neither needs a sort over all pixels.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+from encoder.codec import motion as motion_maps
+from encoder.codec import residual as residual_maps
+from encoder.codec.config import CodecConfig
 from encoder.codec.motion import CELL
+from encoder.codec.pooling import PatchPooler
+
+if TYPE_CHECKING:
+    from encoder.codec.video import SampledFrame
 
 PERCENTILE = 95.0
+# Fusions that are weighted sums (motion weight, residual weight): they commute with the
+# linear resize-and-sum, so each map is pooled on its own and no pixel motion map is built.
+LINEAR_FUSIONS = {"mean": (0.5, 0.5), "sum": (1.0, 1.0)}
+
+
+def frame_cues(frame: SampledFrame, cfg: CodecConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(motion magnitude per 4x4 cell [H/4, W/4] float32, luma residual [H, W] uint8)."""
+    height, width = frame.luma.shape
+    vx, vy, covered = motion_maps.motion_field(frame.motion_vectors, height, width)
+    motion = motion_maps.motion_magnitude(vx, vy, covered, cfg.compensate)
+    if cfg.residual == "mc":
+        residual = residual_maps.motion_compensated(frame.luma, frame.prev_luma, vx, vy)
+    else:
+        residual = residual_maps.frame_difference(frame.luma, frame.prev_luma)
+    return motion, residual
+
+
+def score_frame(
+    motion: np.ndarray, residual: np.ndarray, pooler: PatchPooler, cfg: CodecConfig
+) -> np.ndarray:
+    """[grid, grid] float32 patch saliency of one frame from its two cues (see `frame_cues`).
+
+    The division by each normaliser commutes with the linear resize-and-sum, so maps are only
+    clipped at their normaliser and the patch sums are divided (a multiply per patch, not per
+    pixel)."""
+    height, width = residual.shape
+    # 1. Normalisers: each map's 95th percentile, floored.
+    motion_scale = max(cell_map_percentile(motion, height, width), cfg.motion_floor)
+    residual_scale = max(residual_percentile(residual), cfg.residual_floor)
+    # 2. Clip to [0, 1] of the normalised maps.
+    motion = np.minimum(motion, np.float32(motion_scale))
+    residual = np.minimum(residual, np.float32(residual_scale), dtype=np.float32)  # one pass
+    # 3-5. Fuse, resize onto the canvas, sum per patch.
+    if cfg.fusion in LINEAR_FUSIONS:
+        w_motion, w_residual = LINEAR_FUSIONS[cfg.fusion]
+        return (w_motion / motion_scale) * pooler.pool_cells(motion) + (
+            w_residual / residual_scale
+        ) * pooler.pool(residual)
+    motion_pixels = pooler.cells_to_display_pixels(motion) / np.float32(motion_scale)
+    residual_pixels = pooler.display(residual) / np.float32(residual_scale)
+    return pooler.pool_display(fuse_pixels(motion_pixels, residual_pixels, cfg.fusion))
+
+
+def fuse_pixels(motion: np.ndarray, residual: np.ndarray, fusion: str) -> np.ndarray:
+    """Pixel-wise fusion of two normalised maps of the same shape, for the fusions that are no
+    weighted sum."""
+    if fusion == "max":
+        return np.maximum(motion, residual)
+    if fusion == "geomean":
+        return np.sqrt(motion * residual)
+    raise ValueError(f"unknown fusion {fusion!r}")
 
 
 def percentile_of_counts(values: np.ndarray, counts: np.ndarray, q: float) -> float:
@@ -37,7 +100,7 @@ def uint8_histogram(values: np.ndarray) -> np.ndarray:
 
     np.bincount widens every element to intp first; for large maps, counting adjacent pixel
     pairs as uint16 halves that work and the 256 x 256 pair table folds back into the two
-    bytes' counts (720p: 1.2 vs 2.2 ms). Small maps count directly (the table costs more).
+    bytes' counts. Small maps count directly (the table costs more).
     (torch.bincount is faster still, but its OpenMP workers spin on the core the decoder needs.)
     """
     flat = np.ascontiguousarray(values).reshape(-1)
@@ -77,36 +140,3 @@ def cell_map_percentile(cells: np.ndarray, height: int, width: int, q: float = P
     flat = cells.ravel().astype(np.float64)
     order = np.argsort(flat, kind="stable")
     return percentile_of_counts(flat[order], weights[order], q)
-
-
-# Fusions that are weighted sums, so motion and residual can be pooled separately.
-LINEAR_FUSIONS = {"mean": (0.5, 0.5), "sum": (1.0, 1.0)}
-
-
-def clip_to_percentile(
-    motion_cells: np.ndarray, residual: np.ndarray, motion_floor: float, residual_floor: float
-) -> tuple[np.ndarray, float, np.ndarray, float]:
-    """Both maps clipped at their normalisers: (min(motion, s_m), s_m, min(residual, s_r), s_r).
-
-    The normalised map is clipped / s; the division is left to the caller because it commutes
-    with pooling (one multiply per patch instead of one per pixel). Motion stays per 4x4 cell;
-    its percentile is that of the nearest-upsampled pixel map.
-    """
-    height, width = residual.shape
-    motion_scale = max(cell_map_percentile(motion_cells, height, width), motion_floor)
-    residual_scale = max(residual_percentile(residual), residual_floor)
-    motion = np.minimum(motion_cells, np.float32(motion_scale))
-    res = np.minimum(residual, np.float32(residual_scale), dtype=np.float32)  # one pass
-    return motion, motion_scale, res, residual_scale
-
-
-def fuse_pixels(motion: np.ndarray, res: np.ndarray, fusion: str) -> np.ndarray:
-    """Pixel-wise fusion of two normalised maps of the same shape."""
-    if fusion in LINEAR_FUSIONS:
-        w_motion, w_res = LINEAR_FUSIONS[fusion]
-        return motion * np.float32(w_motion) + res * np.float32(w_res)
-    if fusion == "max":
-        return np.maximum(motion, res)
-    if fusion == "geomean":
-        return np.sqrt(motion * res)
-    raise ValueError(f"unknown fusion {fusion!r}")

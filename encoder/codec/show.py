@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from encoder.codec.selection import PatchSelection
+from encoder.files import atomic_file
 
 DIM = 0.3  # brightness of patches that were not chosen
 
@@ -39,10 +39,7 @@ def selection_sheet(
 
 
 def save_sheet(image: Image.Image, path: str | Path) -> Path:
-    """Save atomically (temp name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    """Save as PNG, atomically."""
+    with atomic_file(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)

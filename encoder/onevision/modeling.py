@@ -17,6 +17,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from encoder.attention import PackedSequences, packed_attention
+from encoder.hidden_states import hidden_state_index
 from encoder.onevision.configuration import OneVisionEncoderConfig
 from encoder.onevision.rope import VideoRotaryEmbedding, apply_rotary
 
@@ -223,10 +224,7 @@ class OneVisionEncoderModel(OneVisionEncoderPreTrainedModel):
     ) -> torch.Tensor:
         """hidden_states[layer] of the packed items ([N, D], no post-norm), running only the
         blocks it needs: the LLM's features are layer -2, so the last block is skipped."""
-        n_states = self.config.num_hidden_layers + 1
-        index = layer if layer >= 0 else n_states + layer
-        if not 0 <= index < n_states:
-            raise ValueError(f"layer={layer} is outside the {n_states} hidden states")
+        index = hidden_state_index(layer, self.config.num_hidden_layers)
         seqs = PackedSequences.from_cu_seqlens(cu_seqlens)
         hidden = self.layernorm_pre(self.embeddings(patches))
         return self._run(hidden, positions, seqs, index, output_hidden_states=False)[0]

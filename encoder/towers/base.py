@@ -26,10 +26,15 @@ HALF = (0.5, 0.5, 0.5)
 class TowerConfig:
     """Which tower, and where its weights come from (random init when `path` is empty)."""
 
-    name: str = "onevision"  # a key of encoder.towers.TOWERS
-    size: str = "tiny"  # random-init size (onevision: tiny | base | large | huge; others: tiny)
-    path: str = ""  # a from_pretrained folder
-    select_layer: int = -2  # hidden state handed to the LLM (onevision, siglip2)
+    name: str = "onevision"
+    """A key of `encoder.towers.TOWERS`: onevision | siglip2 | qwen3_vit."""
+    size: str = "tiny"
+    """Random-init size (onevision: tiny | base | large | huge; the others: tiny)."""
+    path: str = ""
+    """A `from_pretrained` folder; empty for random init."""
+    select_layer: int = -2
+    """Hidden state handed to the LLM, counted from the end when negative (onevision, siglip2;
+    siglip2's -1 is its post-norm output)."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +47,20 @@ class TowerSpec:
     kinds: frozenset[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    spatial_merge: int = 1  # output tokens per merge x merge window of patches
-    temporal_patch: int = 1  # frames per temporal token
+    spatial_merge: int = 1
+    """The tower merges each spatial_merge x spatial_merge window of patches into one token."""
+    temporal_patch: int = 1
+    """Frames per temporal token."""
+    lora_targets: tuple[str, ...] = ()
+    """Linear layers LoRA adapts by default (module names as PEFT matches them)."""
+    frame_patches: int = 36
+    """Patches per side of a uniform video frame when the media config sets no frame_size (the
+    paper's 504 / 576 px frames)."""
+
+    @property
+    def frame_size(self) -> int:
+        """Default side in pixels of a uniform video frame."""
+        return self.frame_patches * self.patch_size
 
     def check_item(self, kind: str, length: int, grid: tuple[int, int, int] | None) -> None:
         if kind not in self.kinds:
@@ -97,9 +114,15 @@ def normalised_cells(
 
 
 class VisionTower(nn.Module):
-    """Base class: subclasses set `spec` and implement `encode`."""
+    """Base class: subclasses set `spec` and `model` (the wrapped encoder, a transformers
+    model) and implement `encode`."""
 
     spec: TowerSpec
+    model: nn.Module
+
+    def model_config(self) -> dict:
+        """The encoder's own config, as `from_model_config` takes it back."""
+        return self.model.config.to_dict()
 
     @classmethod
     def from_model_config(cls, model_config: dict, cfg: TowerConfig) -> VisionTower:

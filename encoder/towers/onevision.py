@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from encoder.hidden_states import hidden_state_index
 from encoder.onevision import OneVisionEncoderConfig, OneVisionEncoderModel
 from encoder.packed import PackedVisualTokens
 from encoder.towers.base import (
@@ -23,18 +24,15 @@ class OneVisionTower(VisionTower):
     def __init__(self, model: OneVisionEncoderModel, select_layer: int = -2) -> None:
         super().__init__()
         self.model = model
-        self.select_layer = select_layer
-        self.spec = self.spec_for(model.config)
-
-    @staticmethod
-    def spec_for(config: OneVisionEncoderConfig) -> TowerSpec:
-        return TowerSpec(
+        self.layer_index = hidden_state_index(select_layer, model.config.num_hidden_layers)
+        self.spec = TowerSpec(
             name="onevision",
-            patch_size=config.patch_size,
-            output_width=config.hidden_size,
+            patch_size=model.config.patch_size,
+            output_width=model.config.hidden_size,
             kinds=frozenset({"image", "frames", "codec"}),
             mean=CLIP_MEAN,
             std=CLIP_STD,
+            lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
         )
 
     @classmethod
@@ -51,14 +49,12 @@ class OneVisionTower(VisionTower):
         return cls(model, cfg.select_layer)
 
     def unused_modules(self) -> list[nn.Module]:
-        n_states = self.model.config.num_hidden_layers + 1
-        index = self.select_layer if self.select_layer >= 0 else n_states + self.select_layer
-        unused = list(self.model.encoder.layers[index:])
+        unused = list(self.model.encoder.layers[self.layer_index :])
         return unused + [m for m in (self.model.layernorm_post, self.model.head) if m is not None]
 
     def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
         pixels = normalised_cells(tokens, self.spec, self.dtype).to(self.model.device)
         positions = tokens.positions.to(self.model.device)
         cu = tokens.cu_seqlens.to(self.model.device)
-        features = self.model.features(pixels, positions, cu, layer=self.select_layer)
+        features = self.model.features(pixels, positions, cu, layer=self.layer_index)
         return TowerOutput(features, cu)

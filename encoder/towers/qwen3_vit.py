@@ -43,6 +43,7 @@ class Qwen3VitTower(VisionTower):
             std=HALF,
             spatial_merge=config.spatial_merge_size,
             temporal_patch=config.temporal_patch_size,
+            lora_targets=("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"),
         )
 
     @classmethod

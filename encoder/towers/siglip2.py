@@ -12,6 +12,7 @@ from torch import nn
 from transformers import Siglip2VisionConfig
 from transformers.models.siglip2.modeling_siglip2 import Siglip2VisionModel
 
+from encoder.hidden_states import hidden_state_index
 from encoder.packed import PackedVisualTokens
 from encoder.towers.base import (
     HALF,
@@ -31,7 +32,8 @@ class Siglip2Tower(VisionTower):
     def __init__(self, model: Siglip2VisionModel, select_layer: int = -1) -> None:
         super().__init__()
         self.model = model
-        self.select_layer = select_layer
+        self.select_layer = select_layer  # -1: the output after post_layernorm
+        self.layer_index = hidden_state_index(select_layer, model.config.num_hidden_layers)
         self.spec = TowerSpec(
             name="siglip2",
             patch_size=model.config.patch_size,
@@ -39,6 +41,7 @@ class Siglip2Tower(VisionTower):
             kinds=frozenset({"image", "frames"}),
             mean=HALF,
             std=HALF,
+            lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
         )
 
     @classmethod
@@ -62,9 +65,7 @@ class Siglip2Tower(VisionTower):
         unused = [self.model.head] if getattr(self.model, "head", None) is not None else []
         if self.select_layer == -1:
             return unused
-        n_states = self.model.config.num_hidden_layers + 1
-        index = self.select_layer if self.select_layer >= 0 else n_states + self.select_layer
-        return [*unused, *self.model.encoder.layers[index:], self.model.post_layernorm]
+        return [*unused, *self.model.encoder.layers[self.layer_index :], self.model.post_layernorm]
 
     def encode(self, tokens: PackedVisualTokens) -> TowerOutput:
         device = self.model.device
@@ -96,7 +97,7 @@ class Siglip2Tower(VisionTower):
         hidden = (
             out.last_hidden_state
             if self.select_layer == -1
-            else out.hidden_states[self.select_layer]
+            else out.hidden_states[self.layer_index]
         )
         features = torch.cat([hidden[j, : len(image)] for j, image in enumerate(images)])
         counts = [0] * len(tokens)

@@ -13,7 +13,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("question")
     parser.add_argument(
-        "overrides", nargs="*", metavar="key=value", help="media.* / chat.* settings"
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="media.* / chat.* settings replacing the checkpoint's (`ovmllm config processor`)",
     )
 
 
@@ -21,11 +24,16 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from encoder.codec import VideoDecodeError
+    from ovmllm.config import ConfigError, load_config
     from ovmllm.model import OVMLLMForCausalLM
+    from ovmllm.multimodal_processor import ProcessorOverrides
 
-    model = OVMLLMForCausalLM.from_pretrained(
-        args.model, processor_overrides=list(args.overrides)
-    ).eval()
+    try:
+        overrides = load_config(ProcessorOverrides, None, list(args.overrides))
+    except (ConfigError, ValueError) as exc:
+        print(f"ovmllm chat: {exc}", file=sys.stderr)
+        return 1
+    model = OVMLLMForCausalLM.from_pretrained(args.model, processor_overrides=overrides).eval()
     processor = model.processor
     if processor is None:
         print(f"ovmllm chat: {args.model} has no processor_config.json", file=sys.stderr)

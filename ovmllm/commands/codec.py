@@ -127,7 +127,7 @@ def _run_precompute(args: argparse.Namespace) -> int:
     the nested `codec.` settings; trailing overrides use full keys (`codec.frames=32`)."""
     import yaml
 
-    from encoder.codec.precompute import PrecomputeConfig, precompute
+    from ovmllm.data.precompute import PrecomputeConfig, precompute
 
     job_flags = [
         f"{key}={getattr(args, key)}"

@@ -12,9 +12,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="model config YAML (configs/model/*.yaml)")
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.epilog = "every key, resolved and documented: ovmllm config model MODEL.yaml"
 
 
 def run(args: argparse.Namespace) -> int:
+    from encoder.files import atomic_dir
     from ovmllm.build import ModelConfig, build_model
     from ovmllm.config import ConfigError, load_config, write_config
 
@@ -24,8 +26,9 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"ovmllm init: {exc}", file=sys.stderr)
         return 1
-    model.save_pretrained(args.out)
-    write_config(cfg, f"{args.out}/model_config.yaml")
+    with atomic_dir(args.out) as folder:  # a checkpoint folder that exists is complete
+        model.save_pretrained(folder)
+        write_config(cfg, folder / "model_config.yaml")
     parts = {
         name: sum(p.numel() for p in getattr(model, name).parameters())
         for name in ("tower", "connector", "llm")

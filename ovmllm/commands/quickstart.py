@@ -44,10 +44,10 @@ def _model_demo(out: Path) -> dict:
         {"from": "human", "value": "<video>\nWhat moves?"},
         {"from": "gpt", "value": "A square."},
     ]
-    sample, visual = processor.encode(turns, items)
+    sample = processor.encode(turns, items)
     with torch.no_grad():
         out_ = model(
-            torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=visual
+            torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=items
         )
         prompt = torch.tensor([processor.prompt(turns[:1], items)])
         answer = model.generate(prompt, visual=items, max_new_tokens=8, do_sample=False)
@@ -74,12 +74,14 @@ def _training_demo(out: Path) -> dict:
     answer from the exported model."""
     import torch
 
+    from ovmllm.commands.train import prepare_process
     from ovmllm.data.toy import write_toy_dataset
     from ovmllm.model import OVMLLMForCausalLM
     from train.config import load_stage
     from train.heldout import heldout_loss
-    from train.recipe import load_model, seed_everything, train
+    from train.recipe import initial_model, train
 
+    prepare_process()  # in-process stages, as `ovmllm train` runs one
     data = write_toy_dataset(out / "toy_data")
     heldout = data / "heldout.jsonl"
 
@@ -108,10 +110,7 @@ def _training_demo(out: Path) -> dict:
             f"\n[train] {stage}: {summary['steps']} steps, loss {rows[0]['loss']:.3f} -> "
             f"{rows[-1]['loss']:.3f} in {summary['train_seconds']} s; export {summary['export']}"
         )
-    # the weights tiny_align started from: the recipe seeds before building the model
-    start = load_stage("configs/train/tiny_align.yaml")
-    seed_everything(start.seed)
-    before = load_model(start).eval()
+    before = initial_model(load_stage("configs/train/tiny_align.yaml")).eval()  # its init
     after = OVMLLMForCausalLM.from_pretrained(out / "tiny_instruct" / "export").eval()
     report["heldout_loss_before"] = round(heldout_loss(before, heldout), 4)
     report["heldout_loss_after"] = round(heldout_loss(after, heldout), 4)

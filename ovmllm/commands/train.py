@@ -9,15 +9,37 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="stage config YAML (configs/train/*.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
+    parser.epilog = "every key, resolved and documented: ovmllm config stage STAGE.yaml"
+
+
+def prepare_process() -> None:
+    """What a training process sets once, process-wide, before DeepSpeed is imported (every face
+    that trains calls it: this command, the quickstart, the benchmark, the tests):
+
+    - LOCAL_RANK=0 when no launcher set it: DeepSpeed's engine reads it even for one process;
+    - DS_ACCELERATOR=cpu without CUDA: DeepSpeed picks its accelerator when imported (its own
+      detection ends on the CPU too, with a warning);
+    - DeepSpeed 0.19 calls the c10d collectives torch 2.13 renamed: one warning per step, muted.
+    """
+    import torch
+
+    os.environ.setdefault("LOCAL_RANK", "0")
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    for name in ("reduce_scatter_tensor", "all_gather_into_tensor"):
+        warnings.filterwarnings("ignore", f".*{name}. is deprecated", FutureWarning)
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_process()
     from ovmllm.config import ConfigError
     from train.config import load_stage
     from train.recipe import train

@@ -16,10 +16,10 @@ import numpy as np
 
 from encoder.codec import AssetFormatError, VideoDecodeError
 from encoder.packed import PackedVisualTokens
+from ovmllm.chat_processor import EncodedSample, SampleRejected
 from ovmllm.data.mixture import MixtureConfig, epoch_order
 from ovmllm.data.rows import load_rows
 from ovmllm.multimodal_processor import MultimodalProcessor
-from ovmllm.processor import EncodedSample, SampleRejected
 
 
 @dataclass
@@ -55,15 +55,6 @@ class Rejections:
         if keep_ids is None or (len(ids) < keep_ids and sample_id not in ids):
             ids.append(sample_id)
 
-    @staticmethod
-    def merge(parts: list[Rejections]) -> Rejections:
-        out = Rejections()
-        for part in parts:
-            out.counts.update(part.counts)
-            for reason, ids in part.ids.items():
-                out.ids.setdefault(reason, []).extend(ids)
-        return out
-
 
 class MixtureDataset:
     def __init__(
@@ -73,7 +64,6 @@ class MixtureDataset:
         self.processor = processor
         self.rows = [load_rows(s.data, cache_dir) for s in mixture.sources]
         self.roots = [Path(s.root or Path(s.data).parent).resolve() for s in mixture.sources]
-        self.rejections = Rejections()
 
     @property
     def sizes(self) -> list[int]:
@@ -100,8 +90,17 @@ class MixtureDataset:
             if isinstance(exc, SampleRejected):
                 raise
             raise SampleRejected("media_failed", str(exc)) from exc
-        encoded, visual = self.processor.encode(row["conversations"], items)
-        return Sample(position, row["id"], encoded, visual)
+        encoded = self.processor.encode(row["conversations"], items)
+        return Sample(position, row["id"], encoded, items)
+
+    def build_at(self, order: np.ndarray, index: int, position: int) -> Sample | Rejected:
+        """The row at `index` of an epoch order as a sample, or as the record of its rejection
+        (media that fail to load are rejections too); `position` is what both carry."""
+        source, row_index = (int(x) for x in order[index])
+        try:
+            return self.build(source, row_index, position)
+        except SampleRejected as exc:
+            return Rejected(position, str(self.rows[source][row_index]["id"]), exc.reason)
 
     def stream(
         self, epoch: int, start: int = 0, shard: int = 0, num_shards: int = 1
@@ -111,16 +110,4 @@ class MixtureDataset:
         order = self.order(epoch)
         first = start + (shard - start) % num_shards
         for position in range(first, len(order), num_shards):
-            source, row_index = (int(x) for x in order[position])
-            try:
-                yield self.build(source, row_index, position)
-            except SampleRejected as exc:
-                yield Rejected(position, str(self.rows[source][row_index]["id"]), exc.reason)
-
-    def samples(self, epoch: int, start: int = 0) -> Iterator[Sample]:
-        """Samples of an epoch from position `start`, rejected ones counted and skipped."""
-        for item in self.stream(epoch, start):
-            if isinstance(item, Rejected):
-                self.rejections.add(item.reason, item.id)
-            else:
-                yield item
+            yield self.build_at(order, position, position)

@@ -15,17 +15,25 @@ import numpy as np
 @dataclass
 class SourceConfig:
     name: str = ""
-    data: str = ""  # LLaVA JSON / JSONL
-    root: str = ""  # media root (default: the data file's folder)
-    weight: float = 1.0  # share of the epoch (ignored when count is set)
-    count: int = 0  # exact samples per epoch (drawn without replacement while they last)
+    """A label for the source (for readers of the config)."""
+    data: str = ""
+    """A LLaVA JSON / JSONL file."""
+    root: str = ""
+    """Media root (default: the data file's folder)."""
+    weight: float = 1.0
+    """Share of the epoch (ignored when count is set)."""
+    count: int = 0
+    """Exact samples per epoch (drawn without replacement while they last)."""
 
 
 @dataclass
 class MixtureConfig:
     sources: list[SourceConfig] = field(default_factory=list)
+    """The data sources."""
     seed: int = 0
-    samples_per_epoch: int = 0  # 0: the sum of the sources' sizes
+    """Seed of the sample order (with the epoch)."""
+    samples_per_epoch: int = 0
+    """Samples per epoch; 0: the sum of the sources' sizes."""
 
 
 def source_counts(mixture: MixtureConfig, sizes: list[int]) -> list[int]:

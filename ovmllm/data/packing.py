@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from ovmllm.processor import IGNORE_INDEX
+from ovmllm.chat_processor import IGNORE_INDEX
 
 
 def pack(lengths: list[int], max_length: int) -> list[list[int]]:

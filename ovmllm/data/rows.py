@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
@@ -43,15 +44,29 @@ def _normalise(row: dict, n: int) -> dict:
     }
 
 
-def _rows(path: str):
-    text = Path(path).read_text()
-    if path.endswith(".jsonl"):
+def read_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(n, row) for each row of a LLaVA JSON list (n: its index) or JSONL file (n: its line
+    from 0; blank lines skipped), as written in the file."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix == ".jsonl":
         for n, line in enumerate(text.splitlines()):
             if line.strip():
-                yield _normalise(json.loads(line), n)
-    else:
-        for n, row in enumerate(json.loads(text)):
-            yield _normalise(row, n)
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"{path}:{n + 1}: not valid JSON ({exc.msg})") from exc
+                yield n, row
+        return
+    rows = json.loads(text)
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of samples")
+    yield from enumerate(rows)
+
+
+def _rows(path: str):
+    for n, row in read_rows(path):
+        yield _normalise(row, n)
 
 
 def default_cache_dir() -> Path:

@@ -4,14 +4,13 @@ Images: a coloured shape on a grey textured background, asked "What is in the pi
 answered with its colour and shape ("A red circle."). Videos: a textured square that moves
 or a static scene (encoder/codec/synthetic.py), asked whether anything moves. The answers
 depend on the media, so a model can only get below the answer-prior loss by looking; held-out
-rows are new draws of the same kinds. Written to a temp folder and renamed: a folder that
-exists is complete.
+rows are new draws of the same kinds. Written whole or not at all (encoder/files.py): a folder
+that exists is complete.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from encoder.codec.synthetic import write_synthetic_video
+from encoder.files import atomic_dir
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
            "yellow": (230, 210, 40)}  # fmt: skip
@@ -28,14 +28,22 @@ VIDEO_ANSWERS = {"mover": "Yes, a square moves across the scene.", "static": "No
 
 @dataclass
 class ToyDataConfig:
-    images: int = 48  # training rows with an image
-    videos: int = 8  # training rows with a video
+    images: int = 48
+    """Training rows with an image."""
+    videos: int = 8
+    """Training rows with a video."""
     heldout_images: int = 12
+    """Held-out rows with an image."""
     heldout_videos: int = 2
+    """Held-out rows with a video."""
     image_size: int = 112
-    video_size: tuple[int, int] = (160, 96)  # width, height
+    """Side of the square images in pixels."""
+    video_size: tuple[int, int] = (160, 96)
+    """(width, height) of the videos in pixels."""
     video_frames: int = 24
+    """Frames per video."""
     seed: int = 0
+    """Seed of every draw (shapes, colours, motion, row order)."""
 
 
 def _draw_shape(path: Path, colour: str, shape: str, size: int, rng: np.random.Generator) -> None:
@@ -97,17 +105,14 @@ def write_toy_dataset(out: str | Path, cfg: ToyDataConfig | None = None) -> Path
     recorded = out / "toy_config.json"
     if recorded.is_file() and recorded.read_text() == settings:
         return out
-    tmp = out.with_name(f".tmp-{out.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "images").mkdir(parents=True)
-    (tmp / "videos").mkdir()
-    rng = np.random.default_rng(cfg.seed)
-    for split, n_img, n_vid in (("train", cfg.images, cfg.videos),
-                                ("heldout", cfg.heldout_images, cfg.heldout_videos)):  # fmt: skip
-        rows = _rows(tmp, split, n_img, n_vid, cfg, rng)
-        (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp / "toy_config.json").write_text(settings)
-    shutil.rmtree(out, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.rename(out)
+    with atomic_dir(out) as tmp:
+        (tmp / "images").mkdir()
+        (tmp / "videos").mkdir()
+        rng = np.random.default_rng(cfg.seed)
+        splits = {"train": (cfg.images, cfg.videos),
+                  "heldout": (cfg.heldout_images, cfg.heldout_videos)}  # fmt: skip
+        for split, (n_img, n_vid) in splits.items():
+            rows = _rows(tmp, split, n_img, n_vid, cfg, rng)
+            (tmp / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (tmp / "toy_config.json").write_text(settings)
     return out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from encoder.codec import CodecConfig, VideoDecodeError, select_patches, select_with_frames
-from encoder.codec.select import sample_indices
+from encoder.codec.plan import sample_indices
 
 CFG = CodecConfig(canvas="crop", budget=600)
 

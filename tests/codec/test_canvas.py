@@ -5,8 +5,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from encoder.codec.canvas import PatchPooler, canvas_geometry, linear_taps
+from encoder.codec.canvas import Canvas
 from encoder.codec.motion import cells_to_pixels
+from encoder.codec.pooling import PatchPooler, linear_taps
 
 
 def explicit_scores(display_map: np.ndarray, geo) -> np.ndarray:
@@ -22,7 +23,7 @@ def explicit_scores(display_map: np.ndarray, geo) -> np.ndarray:
 
 
 def test_letterbox_geometry_follows_the_reference_rounding():
-    geo = canvas_geometry(360, 640, "letterbox", 576, 16)
+    geo = Canvas.fit(360, 640, "letterbox", 576, 16)
     assert (geo.resize_h, geo.resize_w) == (324, 576)
     assert geo.content_box == (126, 0, 450, 576)
     mask = geo.candidate_mask()
@@ -32,14 +33,14 @@ def test_letterbox_geometry_follows_the_reference_rounding():
 
 
 def test_crop_geometry_has_no_padding():
-    geo = canvas_geometry(240, 320, "crop", 224, 14)
+    geo = Canvas.fit(240, 320, "crop", 224, 14)
     assert (geo.resize_h, geo.resize_w) == (224, 299)
     assert geo.content_box == (0, 0, 224, 224)
     assert geo.candidate_mask().all()
 
 
 def test_tiny_frames_keep_at_least_one_pixel():
-    geo = canvas_geometry(1, 500, "letterbox", 576, 16)
+    geo = Canvas.fit(1, 500, "letterbox", 576, 16)
     assert geo.resize_h == 1 and not geo.candidate_mask().any()
 
 
@@ -49,9 +50,8 @@ def test_tiny_frames_keep_at_least_one_pixel():
 ])  # fmt: skip
 def test_pooler_equals_explicit_resize_pad_sum(rotation, h, w, mode, size, patch):
     rng = np.random.default_rng(rotation + h)
-    disp_h, disp_w = (w, h) if rotation % 180 else (h, w)
-    geo = canvas_geometry(disp_h, disp_w, mode, size, patch)
-    pooler = PatchPooler(geo, h, w, rotation)
+    geo = Canvas.fit(h, w, mode, size, patch, rotation)
+    pooler = PatchPooler(geo, h, w)
     pixels = rng.random((h, w)).astype(np.float32)
     display = np.rot90(pixels, rotation // 90)
     np.testing.assert_allclose(

@@ -2,8 +2,9 @@
 
 import numpy as np
 
-from encoder.codec.select import choose_rows, resolve_plan, sample_indices, whole_frames
+from encoder.codec.plan import resolve_plan, sample_indices
 from encoder.codec.selection import codec_timeline, uniform_timeline
+from encoder.codec.topk import choose_rows, whole_frames
 
 
 def test_sample_indices_are_floor_linspace_and_repeat_short_clips():

@@ -110,11 +110,12 @@ def naive_field(vectors, height, width):
 )
 def test_rasterising_real_codec_vectors_matches_the_plain_loop(make_video, name, codec, size):
     from encoder.codec.config import CodecConfig
-    from encoder.codec.decode import DecodeStats, decode_sampled, probe_video
+    from encoder.codec.video import open_video
 
     video = make_video(name, kind="pan", width=size[0], height=size[1], frames=24, codec=codec)
     cfg = CodecConfig()
-    frames = list(decode_sampled(probe_video(video.path, cfg), set(range(24)), cfg, DecodeStats()))
+    with open_video(video.path, cfg) as opened:
+        frames = list(opened.decode(set(range(24)), cfg))
     checked = 0
     for sf in frames:
         if sf.motion_vectors is None:

@@ -3,8 +3,8 @@
 import pytest
 
 from encoder.codec import CodecConfig, select_patches
-from encoder.codec.decode import MV_EXPORTING_DECODERS
 from encoder.codec.synthetic import object_patches, recall
+from encoder.codec.video import MV_EXPORTING_DECODERS
 
 QUIET_X265 = {"x265-params": "log-level=error"}
 

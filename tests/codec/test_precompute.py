@@ -8,7 +8,7 @@ import pytest
 
 from encoder.codec import read_assets
 from encoder.codec.config import CodecConfig
-from encoder.codec.precompute import PrecomputeConfig, precompute
+from ovmllm.data.precompute import PrecomputeConfig, precompute
 
 
 @pytest.fixture()

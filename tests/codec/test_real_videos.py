@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from encoder.codec import CodecConfig, select_patches
-from encoder.codec.select import sample_indices
+from encoder.codec.plan import sample_indices
 
 
 @pytest.fixture(scope="module")

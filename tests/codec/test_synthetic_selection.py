@@ -5,8 +5,8 @@ import pytest
 
 from encoder.codec import CodecConfig, select_patches, uniform_frames
 from encoder.codec import motion as motion_maps
-from encoder.codec.decode import DecodeStats, decode_sampled, probe_video
 from encoder.codec.synthetic import object_patches, recall
+from encoder.codec.video import open_video
 
 
 @pytest.mark.parametrize(
@@ -32,7 +32,8 @@ def test_the_mover_is_chosen(make_video, canvas, residual, fusion, least_recall)
 def test_median_compensation_removes_the_pan(make_video):
     video = make_video("pan.mp4", kind="pan", width=320, height=240, frames=96, pan_speed=3)
     cfg = CodecConfig()
-    frames = list(decode_sampled(probe_video(video.path, cfg), {30, 60}, cfg, DecodeStats()))
+    with open_video(video.path, cfg) as opened:
+        frames = list(opened.decode({30, 60}, cfg))
     for sf in frames:
         h, w = sf.luma.shape
         vx, vy, covered = motion_maps.motion_field(sf.motion_vectors, h, w)
@@ -110,18 +111,18 @@ def test_iframes_policy_keeps_every_sampled_i_frame_whole(make_video):
 
 
 def test_reading_packets_kept_by_the_probe_equals_reading_the_file_again(make_video, monkeypatch):
-    from encoder.codec import decode
+    from encoder.codec import video as video_module
 
+    opened = []
+    real_open = video_module._open
+    monkeypatch.setattr(video_module, "_open", lambda path: opened.append(path) or real_open(path))
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
     cfg = CodecConfig()
-    probe = decode.probe_video(video.path, cfg)
-    assert probe.opened is not None  # a small clip is decoded from the probe's packets
-    probe.close()
     from_memory = select_patches(video.path, cfg)
-    monkeypatch.setattr(decode, "KEEP_PACKETS_BYTES", 1000)
-    probe = decode.probe_video(video.path, cfg)
-    assert probe.opened is None  # over the cap: the probe closed the file
+    assert len(opened) == 1  # a small clip is decoded from the packets its count demuxed
+    monkeypatch.setattr(video_module, "KEEP_PACKETS_BYTES", 1000)
     reread = select_patches(video.path, cfg)
+    assert len(opened) == 3  # over the cap: the decode opens and demuxes the file again
     assert from_memory.meta["frames_decoded"] == reread.meta["frames_decoded"] == 96
     np.testing.assert_array_equal(from_memory.positions, reread.positions)
     np.testing.assert_array_equal(from_memory.patches, reread.patches)
@@ -131,14 +132,14 @@ def test_reading_packets_kept_by_the_probe_equals_reading_the_file_again(make_vi
 def test_painting_while_decoding_or_after_the_selection_gives_the_same_pixels(
     make_video, monkeypatch, overlap
 ):
-    from encoder.codec import scorer, select
+    from encoder.codec import frames, pipeline
 
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
     cfg = CodecConfig(overlap=overlap)
     got = {}
     for deferred in (True, False):
-        monkeypatch.setattr(scorer, "paints_after_selection", lambda *_, d=deferred: d)
-        got[deferred], canvases = select.select_with_frames(video.path, cfg)
+        monkeypatch.setattr(frames, "paints_after_selection", lambda *_, d=deferred: d)
+        got[deferred], canvases = pipeline.select_with_frames(video.path, cfg)
         t, h, w = got[deferred].positions[-1]
         p = cfg.patch
         cell = canvases[t][h * p : (h + 1) * p, w * p : (w + 1) * p].transpose(2, 0, 1)

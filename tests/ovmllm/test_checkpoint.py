@@ -6,11 +6,18 @@ import pytest
 import torch
 
 from ovmllm.cli import main
+from ovmllm.config import load_config
 from ovmllm.model import OVMLLMForCausalLM
+from ovmllm.multimodal_processor import ProcessorOverrides
 from tests.conftest import REAL_DATA
 
 QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
 PICTURE = REAL_DATA / "images" / "natural" / "skimage_coffee.png"
+
+
+def overrides(*keys: str) -> ProcessorOverrides:
+    """Typed processor overrides from dotted keys, as a stage or eval face builds them."""
+    return load_config(ProcessorOverrides, None, list(keys))
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +57,7 @@ def test_init_writes_one_self_describing_folder(checkpoint):
     assert model.processor.media.image.size == 112 and model.processor.media.codec.frames == 16
     assert model.processor.tokenizer.chat_template is not None
     again = OVMLLMForCausalLM.from_pretrained(
-        checkpoint, processor_overrides=["media.image.mode=best_fit"]
+        checkpoint, processor_overrides=overrides("media.image.mode=best_fit")
     )
     assert again.processor.media.image.mode == "best_fit"  # an eval or stage config overrides media
 
@@ -108,11 +115,11 @@ def test_frames_mode_feeds_the_grid_towers(tmp_path, make_video):
         )
         model = build_model(cfg).eval()
         items = model.processor.load([PICTURE], video.path)
-        sample, visual = model.processor.encode(
+        sample = model.processor.encode(
             [{"from": "human", "value": "<image><video> hi"}, {"from": "gpt", "value": "ok"}], items
         )
         out = model(
-            torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=visual
+            torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=items
         )
         assert torch.isfinite(out.loss)
 
@@ -123,7 +130,7 @@ def test_cached_generation_equals_uncached_for_every_input_kind(checkpoint, make
     processor = model.processor
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96).path
     frames = OVMLLMForCausalLM.from_pretrained(
-        checkpoint, processor_overrides=["media.video_mode=frames", "media.frames=4"]
+        checkpoint, processor_overrides=overrides("media.video_mode=frames", "media.frames=4")
     ).processor
     cases = {
         "image": (processor, "<image>\nWhat?", processor.load([PICTURE])),
@@ -146,20 +153,20 @@ def test_cached_generation_equals_uncached_for_every_input_kind(checkpoint, make
 def test_frame_separators_split_the_video_run_per_frame(checkpoint, make_video):
     model = OVMLLMForCausalLM.from_pretrained(
         checkpoint,
-        processor_overrides=['chat.frame_separator="\\n"', "media.codec.budget_frames=2"],
+        processor_overrides=overrides('chat.frame_separator="\\n"', "media.codec.budget_frames=2"),
     ).eval()
     processor = model.processor
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96).path
     items = processor.load(video=video)
-    per_frame = processor.frame_tokens(items[0])
-    assert sum(per_frame) == processor.tokens_for(items[0]) and len(per_frame) > 1
-    sample, visual = processor.encode(
+    per_frame = processor.tokens_per_frame(items[0])
+    assert sum(per_frame) == processor.num_visual_tokens(items[0]) and len(per_frame) > 1
+    sample = processor.encode(
         [{"from": "human", "value": "<video>\nWhat?"}, {"from": "gpt", "value": "A square."}], items
     )
     text = processor.tokenizer.decode(sample.input_ids)
     run = text[text.index("<|vision_start|>") : text.index("<|vision_end|>")]
     assert [len(chunk.split("<|video_pad|>")) - 1 for chunk in run.split("\n")] == per_frame
     out = model(
-        torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=visual
+        torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=items
     )
     assert torch.isfinite(out.loss)

@@ -1,5 +1,5 @@
-"""The assembled model on tiny random configs: losses, media scatter, dummy media, generation,
-save/load — for two LLM families (Qwen3 and Llama)."""
+"""The assembled model on tiny random configs: losses, media scatter, generation, save/load —
+for two LLM families (Qwen3 and Llama)."""
 
 import pytest
 import torch
@@ -7,8 +7,8 @@ from transformers import AutoTokenizer, LlamaConfig, Qwen3Config
 
 from encoder.packed import PackedVisualTokens
 from encoder.producers import ImagePolicy, image_item
+from ovmllm.chat_processor import ChatProcessor
 from ovmllm.model import OVMLLMConfig, OVMLLMForCausalLM
-from ovmllm.processor import ChatProcessor
 from tests.conftest import REAL_DATA
 
 QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
@@ -78,29 +78,6 @@ def test_visual_features_land_on_the_placeholders(model, processor):
         model(ids, visual=two)
 
 
-def test_text_only_batch_touches_the_tower_without_changing_the_loss(model, processor):
-    encoded = processor.encode(
-        [{"from": "human", "value": "Hello"}, {"from": "gpt", "value": "Hi there."}]
-    )
-    ids, labels = torch.tensor([encoded.input_ids]), torch.tensor([encoded.labels])
-    media_ids, media_labels, picture = sample(processor)
-    model.train()
-    try:
-        model.zero_grad()
-        model(media_ids, labels=media_labels, visual=picture).loss.backward()
-        used = {n for n, p in model.tower.named_parameters() if p.grad is not None}
-        plain = model(ids, labels=labels)
-        model.zero_grad()
-        with_dummy = model(ids, labels=labels, tower_sizes=[model.tower.spec.patch_size])
-        with_dummy.loss.backward()
-    finally:
-        model.eval()
-    torch.testing.assert_close(plain.loss, with_dummy.loss)
-    grads = {n: p.grad for n, p in model.tower.named_parameters() if p.grad is not None}
-    assert used and set(grads) == used  # the same tower parameters as a real media batch ...
-    assert all(float(g.abs().max()) == 0.0 for g in grads.values())  # ... with zero gradients
-
-
 def test_kv_cache_generation_equals_no_cache(model, processor):
     picture = image_item(PICTURE, ImagePolicy(size=56), 14)
     prompt = torch.tensor(
@@ -127,23 +104,3 @@ def test_save_load_round_trip_gives_identical_logits(model, processor, tmp_path)
     assert type(loaded.llm) is type(model.llm)
     with torch.no_grad():
         assert torch.equal(model(ids, visual=picture).logits, loaded(ids, visual=picture).logits)
-
-
-def test_tower_runs_once_per_listed_patch_size_whatever_the_batch_holds(model, processor):
-    """ZeRO-3 gathers parameters per tower call: every rank must call the tower equally often."""
-    calls = []
-    handle = model.tower.register_forward_hook(lambda m, i, o: calls.append(i[0].patch_size))
-    media_ids, media_labels, picture = sample(processor)
-    encoded = processor.encode([{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}])
-    text_ids = torch.tensor([encoded.input_ids])
-    try:
-        with torch.no_grad():
-            plain = model(media_ids, labels=media_labels, visual=picture)
-            padded = model(media_ids, labels=media_labels, visual=picture, tower_sizes=[14, 16])
-            model(text_ids, tower_sizes=[14, 16])
-    finally:
-        handle.remove()
-    assert calls == [14, 14, 16, 14, 16]
-    torch.testing.assert_close(plain.loss, padded.loss)
-    with pytest.raises(ValueError, match="tower runs at"):
-        model(media_ids, visual=picture, tower_sizes=[16])

@@ -1,5 +1,5 @@
-"""Fixtures for the training tests: the toy dataset, stage YAMLs written from the tiny ones,
-and a clean environment for child processes (no inherited process-group variables)."""
+"""Fixtures for the training tests: the process prepared as `ovmllm train` prepares it, the toy
+dataset, stage YAMLs written from the tiny ones, the environment of child processes."""
 
 from __future__ import annotations
 
@@ -9,11 +9,25 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ovmllm.commands.train import prepare_process
 from ovmllm.data.toy import ToyDataConfig, write_toy_dataset
 from tests.conftest import REAL_DATA
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = REAL_DATA / "tokenizers" / "qwen3"
+
+
+def pytest_configure(config) -> None:
+    # the warnings prepare_process mutes, muted in every test too (pytest resets filters per test)
+    for name in ("reduce_scatter_tensor", "all_gather_into_tensor"):
+        config.addinivalue_line("filterwarnings", f"ignore:.*{name}. is deprecated:FutureWarning")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def training_process() -> None:
+    """In-process runs need what `ovmllm train` sets once per process (LOCAL_RANK, DeepSpeed's
+    accelerator); child processes inherit it."""
+    prepare_process()
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +52,4 @@ def write_stage(path: Path, base: str = "tiny_align", **changes) -> Path:
 
 
 def child_env() -> dict[str, str]:
-    """The environment minus the process-group variables an in-process run has set."""
-    drop = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"}
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ovmllm.data.dataset import MixtureDataset
+from ovmllm.data.dataset import MixtureDataset, Sample
 from ovmllm.data.mixture import MixtureConfig, SourceConfig, epoch_order
 from ovmllm.model import OVMLLMForCausalLM
 from tests.train.conftest import ROOT, child_env, write_stage
@@ -53,7 +53,7 @@ def learning_stage(tmp_path: Path, init: Path, data_file: Path, zero: int, **cha
         max_steps=24,
         save_every=0,
         deepspeed=f"configs/deepspeed/zero{zero}.json",
-        processor_overrides=["chat.system_prompt=Answer briefly."],
+        processor={"chat": {"system_prompt": "Answer briefly."}},
     )
     stage.update(changes)
     return write_stage(tmp_path / "stage.yaml", **stage)
@@ -211,7 +211,7 @@ def test_lora_trains_merges_and_reloads_with_the_same_logits(toy_data, init_fold
 
     dataset = MixtureDataset(MixtureConfig([SourceConfig(data=str(toy_data / "heldout.jsonl"))]),
                              merged.processor)  # fmt: skip
-    sample = next(dataset.samples(0))
+    sample = next(s for s in dataset.stream(0) if isinstance(s, Sample))
     ids = torch.tensor([sample.encoded.input_ids])
     with torch.no_grad():
         a = unmerged(ids, visual=sample.visual).logits

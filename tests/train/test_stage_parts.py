@@ -1,18 +1,20 @@
-"""The pieces of a stage without an engine: config validation, DeepSpeed autos, the schedule,
-step-addressed batches (resume by index)."""
+"""The pieces of a stage without an engine: config validation, run names, DeepSpeed autos, the
+schedule, step-addressed batches (resume by index), the trainer state and the save policy."""
 
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from ovmllm.chat_processor import IGNORE_INDEX
 from ovmllm.data.dataset import MixtureDataset
 from ovmllm.data.mixture import MixtureConfig, SourceConfig
 from ovmllm.multimodal_processor import MultimodalProcessor
-from ovmllm.processor import IGNORE_INDEX
 from tests.train.conftest import ROOT, write_stage
+from train.checkpoint import BatchGeometry, Checkpointer, TrainState
 from train.config import load_stage
 from train.data import StepBatches, micro_batch
 from train.engine import deepspeed_config, lr_multiplier
@@ -23,12 +25,15 @@ def test_stage_needs_exactly_one_model_source(tmp_path):
     path = write_stage(tmp_path / "s.yaml")
     cfg = load_stage(path)
     assert cfg.name == "s" and cfg.output_dir == "runs/s" and cfg.model is not None
+    assert cfg.run_name == "s+tiny+x42"  # stage, model YAML, seed
+    named = load_stage(path, ["output_dir=elsewhere", "seed=3", "init_from=runs/a", "model=null"])
+    assert named.output_dir == "elsewhere" and named.run_name == "s+a+x3"
     with pytest.raises(ValueError, match="exactly one of model"):
         load_stage(path, ["init_from=somewhere"])
     with pytest.raises(ValueError, match="lora on llm"):
         load_stage(path, ["lora.parts=[llm]"])  # the llm is frozen in align
-    with pytest.raises(ValueError, match="media"):
-        load_stage(path, ["processor_overrides=[llm.size=big]"])
+    with pytest.raises(ValueError, match="'llm' not in 'ProcessorOverrides'"):
+        load_stage(path, ["processor.llm.size=big"])  # only media.* and chat.* settings
 
 
 def test_deepspeed_autos_come_from_the_stage(tmp_path):
@@ -93,3 +98,44 @@ def test_empty_micro_batch_is_one_padding_token():
     micro = micro_batch([], max_length=1024, pad_id=0)
     assert micro.tensors["input_ids"].shape == (1, 1) and micro.num_supervised == 0
     assert int(micro.tensors["labels"][0, 0]) == IGNORE_INDEX and micro.num_tokens == 0
+
+
+def test_train_state_round_trips_through_trainer_state_json():
+    state = TrainState(BatchGeometry(2, 4, 1), step=5, position=40, tokens=900, loss=1.5)
+    state.rejections.add("media_failed", "row-7")
+    saved = json.loads(json.dumps(state.state_dict()))
+    keys = "world_size batch_size grad_accum step position tokens loss rejected rejected_ids"
+    assert set(saved) == set(keys.split())  # those of the first format: older checkpoints resume
+    again = TrainState(BatchGeometry(2, 4, 1))
+    again.load_state_dict(saved)
+    assert again == state
+
+
+class ShardWriter:
+    """Stands in for a DeepSpeed engine: one file per save."""
+
+    def save_checkpoint(self, folder: str, tag: str, save_latest: bool) -> None:
+        (Path(folder) / tag).write_text("shards")
+
+
+def test_checkpointer_saves_every_n_keeps_the_last_and_stops_after(tmp_path):
+    root = tmp_path / "checkpoints"
+    checkpointer = Checkpointer(
+        ShardWriter(), root, rank=0, total_steps=10, save_every=3, stop_after=8, keep=2,
+        files={"stage_config.yaml": "x: 1\n"},
+    )  # fmt: skip
+    assert checkpointer.resume("auto", TrainState(BatchGeometry(1, 1, 1))) is None
+    (root / ".tmp-step_0000002").mkdir(parents=True)  # left by a run killed while saving
+    state, stopped = TrainState(BatchGeometry(1, 1, 1)), None
+    for step in range(1, 11):
+        state.step = step
+        if checkpointer.should_stop(state):
+            stopped = step
+            break
+        checkpointer.maybe_save(state)
+    assert stopped == 8
+    checkpointer.save_final(state)
+    assert sorted(p.name for p in root.iterdir()) == ["step_0000006", "step_0000008"]
+    assert (root / "step_0000008" / "stage_config.yaml").read_text() == "x: 1\n"
+    with pytest.raises(FileExistsError, match="resume=auto"):  # a fresh run never lands here
+        checkpointer.resume("", TrainState(BatchGeometry(1, 1, 1)))

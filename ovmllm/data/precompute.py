@@ -1,37 +1,37 @@
 """Offline codec selection over a dataset: one asset folder per distinct video and settings.
 
-Input: LLaVA-style JSON (a list) or JSONL rows; rows with a `video` field (a path relative to
-the dataset root, which it may not leave) are processed. Each distinct (video file, settings)
-gets the folder `<out>/<hash>`, the hash covering the video's path relative to the root, its
-size and mtime and the codec settings, so a changed video or setting gets new assets.
+Input: LLaVA-style JSON (a list) or JSONL rows (`rows.read_rows`); rows with a `video` field (a
+path relative to the dataset root, which it may not leave) are processed. Each distinct (video
+file, settings) gets the folder `<out>/<asset_key>`, the key covering the video's path relative
+to the root, its size and mtime and the codec settings, so a changed video or setting gets new
+assets.
 
-Resumable: a folder that exists is complete (written under a temp name, then renamed) and is
-skipped. `shard=(i, n)` takes every n-th distinct video from the i-th, for multi-node runs.
-Failures are recorded one line each (video, reason) and the run goes on. The output JSONL is
-the input rows with `codec_assets` set for every row whose assets exist (path relative to the
-dataset root when the assets lie inside it, absolute otherwise); rows whose video failed keep
-no `codec_assets` so that training falls back to online selection. Run the shards, then once
-more without a shard to write the complete JSONL (it skips everything already done).
+Resumable: a folder that exists is complete (written atomically) and is skipped. `shard=(i, n)`
+takes every n-th distinct video from the i-th, for multi-node runs. Failures are recorded one
+line each (video, reason) and the run goes on. The output JSONL is the input rows with
+`codec_assets` set for every row whose assets exist (path relative to the dataset root when the
+assets lie inside it, absolute otherwise); rows whose video failed keep no `codec_assets` so
+that training falls back to online selection. Run the shards, then once more without a shard to
+write the complete JSONL (it skips everything already done).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 
 from tqdm import tqdm
 
-from encoder.codec.assets import write_assets
-from encoder.codec.config import CodecConfig
-from encoder.codec.errors import VideoDecodeError
-from encoder.codec.select import select_patches
+from encoder.codec import CodecConfig, VideoDecodeError, write_assets
+from encoder.codec.assets import asset_key
+from encoder.codec.pipeline import select_patches
+from encoder.files import atomic_file
+from ovmllm.data.rows import read_rows
 
 
 @dataclass
@@ -68,37 +68,6 @@ class PrecomputeSummary:
     failures: str = ""
 
 
-def load_rows(path: Path) -> list[dict]:
-    text = path.read_text()
-    if path.suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-        return rows
-    rows = json.loads(text)
-    if not isinstance(rows, list):
-        raise ValueError(f"{path}: expected a JSON list of samples")
-    return rows
-
-
-def asset_key(relative: str, video: Path, cfg: CodecConfig) -> str:
-    stat = video.stat()
-    payload = json.dumps(
-        {
-            "video": relative,
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "codec": asdict(cfg),
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
-
-
 def _select_and_write(video: str, folder: str, cfg: CodecConfig) -> tuple[str, str | None]:
     """(folder, None) on success, (folder, reason) on failure."""
     try:
@@ -111,11 +80,9 @@ def _select_and_write(video: str, folder: str, cfg: CodecConfig) -> tuple[str, s
 
 
 def _write_jsonl(rows: list[dict], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as f:
+    with atomic_file(path) as tmp, tmp.open("w") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)
 
 
 def precompute(job: PrecomputeConfig, progress: bool = True) -> PrecomputeSummary:
@@ -127,7 +94,7 @@ def precompute(job: PrecomputeConfig, progress: bool = True) -> PrecomputeSummar
     out = Path(job.out or root / "codec_assets").resolve()
     out.mkdir(parents=True, exist_ok=True)
     shard_i, shard_n = job.shard_index()
-    rows = load_rows(data)
+    rows = [row for _, row in read_rows(data)]
     summary = PrecomputeSummary(rows=len(rows))
     failures: dict[str, str] = {}  # video (as written in the data) -> reason
     folder_of: dict[str, Path] = {}  # video -> asset folder
@@ -177,7 +144,6 @@ def precompute(job: PrecomputeConfig, progress: bool = True) -> PrecomputeSummar
         failures_path,
     )
     output = Path(job.output) if job.output else out / f"{data.stem}.codec{suffix}.jsonl"
-    output.parent.mkdir(parents=True, exist_ok=True)
     out_rows = []
     for row in rows:
         video = row.get("video")

@@ -6,7 +6,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from connector import ConnectorConfig
 from encoder.towers import TowerConfig, build_tower
-from ovmllm.processor import IGNORE_INDEX, ChatProcessor, ProcessorConfig, SampleRejected
+from ovmllm.chat_processor import IGNORE_INDEX, ChatConfig, ChatProcessor, SampleRejected
 from tests.conftest import REAL_DATA
 
 QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
@@ -54,7 +54,7 @@ def test_only_assistant_content_and_end_of_turn_are_supervised(qwen3):
 
 
 def test_placeholder_counts_come_from_each_tower_and_connector(qwen3):
-    processor = ChatProcessor(qwen3, ProcessorConfig(max_length=100_000))
+    processor = ChatProcessor(qwen3, ChatConfig(max_length=100_000))
     image_pad, video_pad = (
         qwen3.convert_tokens_to_ids(t) for t in ("<|image_pad|>", "<|video_pad|>")
     )
@@ -86,7 +86,7 @@ def test_placeholder_counts_come_from_each_tower_and_connector(qwen3):
 
 
 def test_rejections_have_reasons(qwen3):
-    processor = ChatProcessor(qwen3, ProcessorConfig(max_length=64))
+    processor = ChatProcessor(qwen3, ChatConfig(max_length=64))
     with pytest.raises(SampleRejected) as err:
         processor.encode(
             [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "x"}], [("image", 100)]
@@ -114,7 +114,7 @@ def test_rejections_have_reasons(qwen3):
 
 
 def test_the_real_demo_video_qa_tokenises(qwen3, real_video_samples):
-    processor = ChatProcessor(qwen3, ProcessorConfig(max_length=16384))
+    processor = ChatProcessor(qwen3, ChatConfig(max_length=16384))
     video_pad = qwen3.convert_tokens_to_ids("<|video_pad|>")
     for row in real_video_samples:
         sample = processor.encode(row["conversations"], [("codec", 10368)])

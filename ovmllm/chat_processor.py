@@ -51,12 +51,17 @@ class SampleRejected(ValueError):
 
 
 @dataclass
-class ProcessorConfig:
+class ChatConfig:
+    """How conversations become tokens (the `chat:` key of a model config)."""
+
     max_length: int = 4096
-    system_prompt: str = "You are a helpful assistant."  # the reference's; "" for none
-    # Text between the frames of a video's placeholder run (e.g. "\n"); "" (the default and the
-    # reference's layout) keeps a video one unbroken run of K tokens.
+    """Tokens per sample: longer ones are cut, or rejected when the cut would hit visual tokens
+    (a training stage sets it to its own `max_length`)."""
+    system_prompt: str = "You are a helpful assistant."
+    """Added when a conversation has no system turn (the reference's); "" for none."""
     frame_separator: str = ""
+    """Text between the frames of a video's placeholder run (e.g. "\\n"); "" (the reference's
+    layout) keeps a video one unbroken run of K tokens."""
 
 
 @dataclass
@@ -83,13 +88,11 @@ def ensure_vision_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
 
 
 class ChatProcessor:
-    def __init__(
-        self, tokenizer: PreTrainedTokenizerBase, cfg: ProcessorConfig | None = None
-    ) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, cfg: ChatConfig | None = None) -> None:
         if tokenizer.chat_template is None:
             raise ValueError("the tokenizer has no chat template")
         self.tokenizer = tokenizer
-        self.cfg = cfg or ProcessorConfig()
+        self.cfg = cfg or ChatConfig()
         self.added_tokens = ensure_vision_tokens(tokenizer)
         self.token_ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in VISION_TOKENS.items()}
         self.end_of_turn = self._end_of_turn_marker()

@@ -26,11 +26,14 @@ INSTRUCT_RESOLUTIONS = [[574, 1120], [1120, 574], [1120, 1120], [1694, 574], [57
 
 @dataclass
 class ImagePolicy:
-    mode: str = "square"  # square | best_fit
-    size: int = 504  # square side
+    mode: str = "square"
+    """`square` (resized to size x size) or `best_fit` (the best of `resolutions`)."""
+    size: int = 504
+    """Side in px in `square` mode."""
     resolutions: list[list[int]] = field(
         default_factory=lambda: [list(r) for r in INSTRUCT_RESOLUTIONS]
     )
+    """(height, width) candidates in `best_fit` mode."""
 
     def __post_init__(self) -> None:
         if self.mode not in ("square", "best_fit"):

@@ -22,11 +22,17 @@ from encoder.towers import TowerSpec
 @dataclass
 class MediaConfig:
     image: ImagePolicy = field(default_factory=ImagePolicy)
-    video_mode: str = "codec"  # codec | frames
+    """How images are resized before patching."""
+    video_mode: str = "codec"
+    """`codec` (selected patches) or `frames` (uniform dense frames)."""
     codec: CodecConfig = field(default_factory=CodecConfig)
-    frames: int = 8  # uniform frames per video in `frames` mode
-    frame_size: int = 0  # frames-mode canvas side; 0 = the tower's `TowerSpec.frame_size`
-    cache_dir: str = ""  # codec selections cached here, keyed on path, size, mtime, settings
+    """Codec patch selection, in `codec` mode."""
+    frames: int = 8
+    """Uniform frames per video in `frames` mode."""
+    frame_size: int = 0
+    """Frames-mode canvas side; 0 = the tower's `TowerSpec.frame_size`."""
+    cache_dir: str = ""
+    """Codec selections cached here, keyed on path, size, mtime, settings."""
 
     def __post_init__(self) -> None:
         if self.video_mode not in ("codec", "frames"):

@@ -8,6 +8,8 @@ the stage fills in (train/engine.py).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,13 @@ from ovmllm.data.mixture import MixtureConfig
 from ovmllm.multimodal_processor import ProcessorOverrides
 from train.modules import TrainabilityConfig
 
-SCHEDULES = ("cosine", "linear", "constant")
+# Decay shapes after warmup: progress through the decay (0 → 1) → share of the way from
+# min_lr_ratio to the full rate.
+SCHEDULES: dict[str, Callable[[float], float]] = {
+    "cosine": lambda progress: 0.5 * (1 + math.cos(math.pi * progress)),
+    "linear": lambda progress: 1 - progress,
+    "constant": lambda progress: 1.0,
+}
 PRECISIONS = ("fp32", "bf16")
 LORA_PARTS = ("llm", "tower")  # the model's parts that PEFT may wrap
 
@@ -35,7 +43,7 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULES:
-            raise ValueError(f"schedule.name={self.name!r} is not one of {SCHEDULES}")
+            raise ValueError(f"schedule.name={self.name!r} is not one of {list(SCHEDULES)}")
 
 
 @dataclass

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from train.config import StageConfig
+from train.config import SCHEDULES, StageConfig
 
 
 @dataclass
@@ -104,15 +104,13 @@ def lr_multiplier(cfg: StageConfig, total_steps: int):
     """step → factor on each group's configured lr: linear warmup, then cosine / linear decay
     to min_lr_ratio, or constant."""
     sched = cfg.schedule
+    shape = SCHEDULES[sched.name]
     warmup = sched.warmup_steps or math.ceil(sched.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        if sched.name == "constant":
-            return 1.0
         progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
-        shape = 0.5 * (1 + math.cos(math.pi * progress)) if sched.name == "cosine" else 1 - progress
-        return sched.min_lr_ratio + (1 - sched.min_lr_ratio) * shape
+        return sched.min_lr_ratio + (1 - sched.min_lr_ratio) * shape(progress)
 
     return factor

@@ -27,24 +27,41 @@ class CodecConfig:
     patches per canvas frame) when both are set.
     """
 
-    frames: int = 64  # T sampled frames, floor(linspace(0, N-1, T))
-    canvas: str = "letterbox"  # letterbox (zero padding) | crop (resize shorter side, centre crop)
-    canvas_size: int | None = None  # default per canvas mode: 576 letterbox, 224 crop
-    patch: int | None = None  # default per canvas mode: 16 letterbox, 14 crop
+    frames: int = 64
+    """T: frames sampled at floor(linspace(0, N-1, T)) of the N decoded ones."""
+    canvas: str = "letterbox"
+    """`letterbox` (fit, zero padding) or `crop` (shorter side resized, centre crop)."""
+    canvas_size: int | None = None
+    """Canvas side in px; unset: 576 for letterbox, 224 for crop."""
+    patch: int | None = None
+    """Patch (cell) side in px on the canvas; unset: 16 for letterbox, 14 for crop."""
     budget_frames: float | None = 8.0
+    """Budget in frame-equivalents: K = budget_frames x patches per canvas frame."""
     budget: int | None = None
-    full_frame: str = "first"  # first | iframes | none
-    compensate: str = "median"  # none | median | similarity | affine
-    residual: str = "diff"  # diff (|Y_t - Y_t-1|) | mc (motion-compensated reconstruction)
-    fusion: str = "mean"  # mean (1:1) | max | sum | geomean
-    motion_floor: float = 1e-6  # floor of the 95th-percentile normaliser of the motion map
-    residual_floor: float = 1.0  # same for the residual map
-    threads: int = 1  # decoder threads; slice threading only (frame threading breaks MVs)
-    overlap: bool = True  # score sampled frames on a helper thread while decoding goes on
-    max_decode_seconds: float = 300.0  # a video that takes longer is a VideoDecodeError
-    # x264 preset of the fallback re-encode for streams without exported vectors; its vectors
-    # are truncated to whole pixels anyway
+    """Budget K in patches; wins over budget_frames when set."""
+    full_frame: str = "first"
+    """Frames kept whole before the top-K: the `first` sampled frame, every sampled I-frame
+    (`iframes`), or `none`."""
+    compensate: str = "median"
+    """Camera-motion compensation: `none`, `median`, `similarity` or `affine`."""
+    residual: str = "diff"
+    """Residual: `diff` (|Y_t - Y_t-1|) or `mc` (|Y_t - motion-compensated prediction|)."""
+    fusion: str = "mean"
+    """Fusion of the two normalised maps: `mean` (1:1), `max`, `sum` or `geomean`."""
+    motion_floor: float = 1e-6
+    """Floor of the 95th-percentile normaliser of the motion map."""
+    residual_floor: float = 1.0
+    """Floor of the 95th-percentile normaliser of the residual map."""
+    threads: int = 1
+    """Decoder threads; slice threading only (frame threading makes exported motion vectors
+    non-deterministic)."""
+    overlap: bool = True
+    """Score sampled frames on a helper thread while decoding goes on."""
+    max_decode_seconds: float = 300.0
+    """A video that takes longer is a VideoDecodeError."""
     reencode_preset: str = "ultrafast"
+    """x264 preset of the fallback re-encode for streams without exported vectors (its
+    vectors are truncated to whole pixels anyway)."""
 
     def __post_init__(self) -> None:
         _check_choice("canvas", self.canvas, CANVAS_MODES)

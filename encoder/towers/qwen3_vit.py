@@ -24,9 +24,11 @@ from encoder.towers.base import (
     output_cu_seqlens,
 )
 
-TINY = dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16,
-            out_hidden_size=96, num_position_embeddings=64,
-            deepstack_visual_indexes=[])  # fmt: skip
+# Sizes buildable with random weights (tests, debugging); real sizes load from tower.path.
+RANDOM_INIT_SIZES = {
+    "tiny": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, patch_size=16,
+                 out_hidden_size=96, num_position_embeddings=64, deepstack_visual_indexes=[]),
+}  # fmt: skip
 
 
 class Qwen3VitTower(VisionTower):
@@ -54,10 +56,12 @@ class Qwen3VitTower(VisionTower):
     def build(cls, cfg: TowerConfig) -> Qwen3VitTower:
         if cfg.path:
             return cls(Qwen3VLVisionModel.from_pretrained(cfg.path))
-        if cfg.size == "tiny":
-            return cls(Qwen3VLVisionModel._from_config(Qwen3VLVisionConfig(**TINY)))
+        if cfg.size in RANDOM_INIT_SIZES:
+            config = Qwen3VLVisionConfig(**RANDOM_INIT_SIZES[cfg.size])
+            return cls(Qwen3VLVisionModel._from_config(config))
         raise ValueError(
-            f"qwen3_vit random init has only size 'tiny'; give tower.path for {cfg.size!r}"
+            f"qwen3_vit random init has sizes {list(RANDOM_INIT_SIZES)}; "
+            f"give tower.path for {cfg.size!r}"
         )
 
     def _item_input(

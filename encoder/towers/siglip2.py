@@ -24,8 +24,11 @@ from encoder.towers.base import (
     output_cu_seqlens,
 )
 
-TINY = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-            patch_size=16, num_patches=256)  # fmt: skip
+# Sizes buildable with random weights (tests, debugging); real sizes load from tower.path.
+RANDOM_INIT_SIZES = {
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=2, patch_size=16, num_patches=256),
+}  # fmt: skip
 
 
 class Siglip2Tower(VisionTower):
@@ -53,11 +56,13 @@ class Siglip2Tower(VisionTower):
     def build(cls, cfg: TowerConfig) -> Siglip2Tower:
         if cfg.path:
             model = Siglip2VisionModel.from_pretrained(cfg.path)
-        elif cfg.size == "tiny":
-            model = Siglip2VisionModel._from_config(Siglip2VisionConfig(**TINY))
+        elif cfg.size in RANDOM_INIT_SIZES:
+            config = Siglip2VisionConfig(**RANDOM_INIT_SIZES[cfg.size])
+            model = Siglip2VisionModel._from_config(config)
         else:
             raise ValueError(
-                f"siglip2 random init has only size 'tiny'; give tower.path for {cfg.size!r}"
+                f"siglip2 random init has sizes {list(RANDOM_INIT_SIZES)}; "
+                f"give tower.path for {cfg.size!r}"
             )
         return cls(model, cfg.select_layer)
 

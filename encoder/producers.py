@@ -24,6 +24,10 @@ from encoder.packed import PackedVisualTokens
 INSTRUCT_RESOLUTIONS = [[574, 1120], [1120, 574], [1120, 1120], [1694, 574], [574, 1694]]
 
 
+class ImageDecodeError(ValueError):
+    """An image file could not be read: missing, unreadable, not an image, truncated."""
+
+
 @dataclass
 class ImagePolicy:
     mode: str = "square"
@@ -75,7 +79,7 @@ def image_item(
             image = Image.open(image)
             image.load()
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{image}: not a readable image ({exc})") from exc
+            raise ImageDecodeError(f"{image}: not a readable image ({exc})") from exc
     image = image.convert("RGB")
     th, tw = policy.target(image.height, image.width)
     unit = patch * multiple

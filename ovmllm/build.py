@@ -16,9 +16,11 @@ from transformers import (
 from connector import ConnectorConfig
 from encoder.towers import TowerConfig, build_tower
 from ovmllm.chat_processor import ChatConfig
+from ovmllm.config import ConfigError
 from ovmllm.media import MediaConfig
-from ovmllm.model import OVMLLMConfig, OVMLLMForCausalLM
+from ovmllm.model import ATTENTION_IMPLEMENTATIONS, OVMLLMConfig, OVMLLMForCausalLM
 from ovmllm.multimodal_processor import MultimodalProcessor
+from ovmllm.validate import check_processor
 
 
 def _tiny(family_config: type[PretrainedConfig], **extra) -> dict:
@@ -41,6 +43,16 @@ class LLMConfig:
     """Random-init size (a key of `LLM_SIZES` with `family`)."""
     path: str = ""
     """A `from_pretrained` folder; empty for random init."""
+    attn_implementation: str = "sdpa"
+    """The LLM's attention kernel: sdpa | eager (packed samples get the block-causal mask in the
+    form each takes); saved with the model."""
+
+    def __post_init__(self) -> None:
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"llm.attn_implementation={self.attn_implementation!r} is not supported: "
+                f"use one of {' | '.join(ATTENTION_IMPLEMENTATIONS)}"
+            )
 
 
 @dataclass
@@ -63,13 +75,17 @@ class ModelConfig:
 
 def build_llm(cfg: LLMConfig, vocab_size: int):
     if cfg.path:
-        return AutoModelForCausalLM.from_pretrained(cfg.path)
+        return AutoModelForCausalLM.from_pretrained(
+            cfg.path, attn_implementation=cfg.attn_implementation
+        )
     key = (cfg.family, cfg.size)
     if key not in LLM_SIZES:
         raise ValueError(f"no random-init LLM {key}; known: {sorted(LLM_SIZES)}; or set llm.path")
     spec = dict(LLM_SIZES[key])
     config_class = spec.pop("config")
-    return AutoModelForCausalLM.from_config(config_class(vocab_size=vocab_size, **spec))
+    return AutoModelForCausalLM.from_config(
+        config_class(vocab_size=vocab_size, **spec), attn_implementation=cfg.attn_implementation
+    )
 
 
 def build_model(cfg: ModelConfig) -> OVMLLMForCausalLM:
@@ -80,10 +96,10 @@ def build_model(cfg: ModelConfig) -> OVMLLMForCausalLM:
             "set tokenizer (a folder with tokenizer files and a chat template) or llm.path"
         )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-    video_kind = "codec" if cfg.media.video_mode == "codec" else "frames"
-    cfg.connector.check_items({"image", video_kind})  # e.g. spatial merge of codec patches
     tower = build_tower(cfg.tower)
     processor = MultimodalProcessor(tokenizer, tower.spec, cfg.connector, cfg.media, cfg.chat)
+    # before the LLM loads: e.g. codec video on a tower or connector that cannot take it
+    check_processor(processor)
     llm = build_llm(cfg.llm, len(tokenizer))
     if len(tokenizer) > llm.get_input_embeddings().num_embeddings:  # vision tokens were added
         llm.resize_token_embeddings(len(tokenizer))

@@ -30,13 +30,21 @@ class MediaConfig:
     frames: int = 8
     """Uniform frames per video in `frames` mode."""
     frame_size: int = 0
-    """Frames-mode canvas side; 0 = the tower's `TowerSpec.frame_size`."""
+    """Frames-mode canvas side in px; 0 = the tower's own (`TowerSpec.frame_size`: the paper's
+    504 for OV-Encoder, 512 for SigLIP2 and Qwen3-ViT)."""
     cache_dir: str = ""
     """Codec selections cached here, keyed on path, size, mtime, settings."""
+    layout: str = "compact"
+    """Placeholder tokens in the LLM's text: `reference` (the paper's: runs of image pads, one
+    per canvas frame of a codec video / per frame / per image, newline-separated, no vision
+    start/end) or `compact` (one run per item between vision start/end; the default, so that
+    checkpoints saved before this key keep the layout they were trained with)."""
 
     def __post_init__(self) -> None:
         if self.video_mode not in ("codec", "frames"):
             raise ValueError(f"media.video_mode={self.video_mode!r} is not codec or frames")
+        if self.layout not in ("reference", "compact"):
+            raise ValueError(f"media.layout={self.layout!r} is not reference or compact")
 
 
 def load_image(path: str | Path, media: MediaConfig, spec: TowerSpec) -> PackedVisualTokens:
@@ -52,7 +60,7 @@ def load_video(
     if "codec" not in spec.kinds:
         raise ValueError(f"tower {spec.name} cannot take codec video: set media.video_mode=frames")
     if assets:
-        return read_assets(assets).to_packed()
+        return read_assets(assets, expected=media.codec).to_packed()
     from encoder.codec.pipeline import select_patches  # decodes: loads PyAV (see above)
 
     if not media.cache_dir:
@@ -60,5 +68,6 @@ def load_video(
     path = Path(path).resolve()
     folder = Path(media.cache_dir) / asset_key(str(path), path, media.codec)
     if not folder.is_dir():  # written atomically: a folder that exists is complete
-        write_assets(select_patches(path, media.codec), folder)
-    return read_assets(folder).to_packed()
+        # Dataloader workers may select the same video at once: the first folder stays.
+        write_assets(select_patches(path, media.codec), folder, keep_existing=True)
+    return read_assets(folder, expected=media.codec).to_packed()

@@ -25,9 +25,15 @@ from ovmllm.chat_processor import IGNORE_INDEX
 from ovmllm.data.packing import block_causal_mask
 from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor, ProcessorOverrides
 
+# The LLM attention kernels whose packed-sequence mask the model builds (`block_causal_mask`):
+# SDPA reads a boolean mask; eager attention adds the mask to the scores, so it gets
+# 0 where attended and the dtype's minimum where blocked.
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+
 
 class OVMLLMConfig(PretrainedConfig):
-    """Self-describing: the tower, connector and LLM configs and the vision token ids."""
+    """Self-describing: the tower, connector and LLM configs, the LLM's attention kernel and the
+    vision token ids."""
 
     model_type = "ovmllm"
 
@@ -38,6 +44,7 @@ class OVMLLMConfig(PretrainedConfig):
         connector: dict | None = None,
         llm_config: dict | PretrainedConfig | None = None,
         vision_token_ids: dict | None = None,
+        llm_attn_implementation: str = "sdpa",
         **kwargs,
     ) -> None:
         self.tower = dict(tower or asdict(TowerConfig()))
@@ -48,6 +55,8 @@ class OVMLLMConfig(PretrainedConfig):
             llm_config = AutoConfig.for_model(**llm_config)
         self.llm_config = llm_config
         self.vision_token_ids = dict(vision_token_ids or {})
+        # saved here because HF configs do not save their attention kernel
+        self.llm_attn_implementation = llm_attn_implementation
         super().__init__(**kwargs)
 
 
@@ -72,7 +81,12 @@ class OVMLLMForCausalLM(PreTrainedModel):
         self.tower = tower if tower is not None else self._tower_from_config(config)
         if config.tower_model is None:
             config.tower_model = self.tower.model_config()
-        self.llm = llm if llm is not None else AutoModelForCausalLM.from_config(config.llm_config)
+        if llm is None:
+            llm = AutoModelForCausalLM.from_config(
+                config.llm_config, attn_implementation=config.llm_attn_implementation
+            )
+        self.llm = llm
+        config.llm_attn_implementation = llm.config._attn_implementation
         llm_width = self.llm.get_input_embeddings().embedding_dim
         self.connector_config = ConnectorConfig(**config.connector)
         self.connector = build_connector(
@@ -202,16 +216,16 @@ class OVMLLMForCausalLM(PreTrainedModel):
         **llm_kwargs,
     ) -> OVMLLMOutput:
         """`segment_ids` [B, L] marks packed samples (1, 2, ... per sequence, 0 = padding), with
-        `position_ids` reset per sample: attention stays inside each sample. Flash-attention
-        LLMs get the packing from position_ids alone (varlen); others a block-causal mask.
+        `position_ids` reset per sample: attention stays inside each sample, through a
+        block-causal mask in the form the LLM's attention kernel takes.
 
         With `labels`, the LM head runs only at positions whose next token is supervised (the
         vocabulary projection of every position would dominate a training step: 150K x hidden
         per token), and `logits` are those rows, [N_supervised, vocab], in sequence order.
         `inputs_embeds` (with the visual features in place already) replaces `embed`."""
         embeds = inputs_embeds if inputs_embeds is not None else self.embed(input_ids, visual)
-        if segment_ids is not None and self.llm.config._attn_implementation != "flash_attention_2":
-            attention_mask = block_causal_mask(segment_ids)
+        if segment_ids is not None:
+            attention_mask = self._packed_mask(segment_ids, embeds.dtype)
         keep = None
         if labels is not None:
             keep = torch.zeros_like(labels, dtype=torch.bool)
@@ -234,6 +248,17 @@ class OVMLLMForCausalLM(PreTrainedModel):
             loss_sum=loss_sum,
             num_tokens=num_tokens,
             logits=logits,
+        )
+
+    def _packed_mask(self, segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        kernel = self.llm.config._attn_implementation
+        if kernel == "sdpa":
+            return block_causal_mask(segment_ids)
+        if kernel == "eager":  # adds the mask to the scores: a boolean one would mask nothing
+            return block_causal_mask(segment_ids, dtype)
+        raise ValueError(
+            f"packed sequences (segment_ids) need LLM attention "
+            f"{' | '.join(ATTENTION_IMPLEMENTATIONS)}, not {kernel!r}"
         )
 
     @torch.no_grad()

@@ -49,10 +49,10 @@ class MultimodalProcessor:
         media: MediaConfig | None = None,
         chat: ChatConfig | None = None,
     ) -> None:
-        self.chat = ChatProcessor(tokenizer, chat)
+        self.media = media or MediaConfig()
+        self.chat = ChatProcessor(tokenizer, chat, self.media.layout)
         self.spec = spec
         self.connector = connector
-        self.media = media or MediaConfig()
 
     @property
     def tokenizer(self):
@@ -103,7 +103,27 @@ class MultimodalProcessor:
         """Token ids of a generation prompt for the next assistant turn."""
         return self.chat.generation_prompt(conversations, self._token_counts(items))
 
+    def token_runs(self, item: PackedVisualTokens) -> list[int]:
+        """The item's placeholder tokens cut into the runs of the reference layout.
+
+        Our reading of PAPER.md section 1 and of the reference's lmms-eval integration (which
+        writes one bare `<image>` per frame, joined by newlines, and replaces each by features
+        alone, no start/end tokens): an image is one run; a frames video one run per frame
+        (per temporal token of the tower); a codec video consecutive runs of one canvas
+        frame's tokens in (t, h, w) order (the mosaics), the last one shorter when K is not a
+        multiple."""
+        total = self.num_visual_tokens(item)
+        if item.kinds[0] != "codec":
+            return self.tokens_per_frame(item)
+        patches = self.media.codec.patches_per_frame
+        per_frame = self.connector.num_output_tokens(
+            "codec", self.spec.num_output_tokens("codec", patches, None), None
+        )
+        return [min(per_frame, total - start) for start in range(0, total, per_frame)]
+
     def _token_counts(self, items: list[PackedVisualTokens]) -> list[tuple[str, int | list[int]]]:
+        if self.media.layout == "reference":
+            return [(it.kinds[0], self.token_runs(it)) for it in items]
         if self.chat.cfg.frame_separator:
             return [(it.kinds[0], self.tokens_per_frame(it)) for it in items]
         return [(it.kinds[0], self.num_visual_tokens(it)) for it in items]

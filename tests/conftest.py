@@ -10,6 +10,18 @@ import pytest
 from encoder.codec.synthetic import SyntheticVideo, write_synthetic_video
 
 REAL_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "real_data"
+QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
+
+
+@pytest.fixture(scope="module")
+def qwen3_tokenizer():
+    """The real Qwen3 tokenizer with its chat template; one per test module (tests may add
+    tokens to it)."""
+    if not QWEN3.is_dir():
+        pytest.skip("../shared/real_data is absent")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(QWEN3)
 
 
 @pytest.fixture(scope="session")

@@ -138,8 +138,12 @@ class StageConfig:
     (data.seed)."""
     num_workers: int = 0
     """Dataloader worker processes per rank."""
-    save_every: int = 0
-    """Optimizer steps between checkpoints; 0 = at the end only."""
+    save_every: int = 500
+    """Optimizer steps between checkpoints (0 = none by step count); the run's last step and a
+    stop signal (SIGTERM, SIGINT, SIGUSR1: the run exits with 75 after saving) always save."""
+    save_every_minutes: float = 30.0
+    """Minutes between checkpoints by rank 0's clock, whichever of this and save_every comes
+    first (0 = none by time)."""
     keep_checkpoints: int = 2
     """Complete checkpoints kept (the newest)."""
     resume: str = ""
@@ -154,6 +158,12 @@ class StageConfig:
     """Media root of eval_data (default: its folder)."""
     eval_every: int = 0
     """Optimizer steps between held-out evaluations (0 = at the end only)."""
+    max_rejected_fraction: float = 0.01
+    """Stop the run (an error with the counts by reason, no checkpoint) when more than this
+    share of the samples read were rejected (media that fail to load, rows the processor
+    refuses); 1.0 = no limit."""
+    rejection_guard_after: int = 200
+    """Samples read before max_rejected_fraction is checked (then at every step)."""
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def __post_init__(self) -> None:
@@ -164,6 +174,13 @@ class StageConfig:
         for key in ("batch_size", "grad_accum", "max_length", "log_every", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.max_rejected_fraction <= 1.0:
+            raise ValueError(
+                f"max_rejected_fraction must be in [0, 1], got {self.max_rejected_fraction}"
+            )
+        for key in ("save_every", "save_every_minutes", "rejection_guard_after"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
         for part in self.lora.parts:
             if part not in self.trainability.parts or not self.trainability.parts[part].train:
                 raise ValueError(f"lora on {part}: mark trainability.parts.{part}.train=true")

@@ -22,7 +22,8 @@ from ovmllm.config import apply_overrides, write_config
 from ovmllm.data.dataset import MixtureDataset
 from ovmllm.data.mixture import MixtureConfig, SourceConfig
 from ovmllm.model import OVMLLMForCausalLM
-from train.checkpoint import BatchGeometry, Checkpointer, TrainState
+from ovmllm.validate import check_training_setup
+from train.checkpoint import BatchGeometry, Checkpointer, TrainState, find_checkpoint
 from train.config import StageConfig
 from train.data import StepBatches
 from train.engine import deepspeed_config, init_distributed, lr_multiplier
@@ -30,6 +31,7 @@ from train.export import export_model
 from train.lora import apply_lora
 from train.metrics import RunLogger
 from train.modules import apply_trainability, build_optimizer
+from train.stopping import stop_signals
 from train.trainer import Trainer
 from train.uniform_calls import UniformTowerCalls
 
@@ -76,7 +78,7 @@ def freeze(model: OVMLLMForCausalLM, cfg: StageConfig) -> dict[str, int]:
     trainable parameter count per part."""
     apply_trainability(model, cfg.trainability)
     apply_lora(model, cfg.lora)
-    for module in model.tower.unused_modules():  # their LoRA adapters included
+    for module in model.tower.unused_modules():  # LoRA gives them no adapters (train/lora.py)
         module.requires_grad_(False)
     return {
         name: sum(p.numel() for p in getattr(model, name).parameters() if p.requires_grad)
@@ -99,6 +101,7 @@ def train(cfg: StageConfig) -> dict:
     import deepspeed  # after the command line chose the accelerator
 
     out = Path(cfg.output_dir)
+    find_checkpoint(cfg.resume, out / "checkpoints")  # an occupied output_dir: refused untouched
     if dist.is_main:
         config_file = write_config(cfg, out / "stage_config.yaml")
     config_files = {"stage_config.yaml": config_file.read_text()} if dist.is_main else {}
@@ -116,6 +119,8 @@ def train(cfg: StageConfig) -> dict:
     if cfg.eval_data:
         source = SourceConfig(name="eval", data=cfg.eval_data, root=cfg.eval_root)
         heldout = MixtureDataset(MixtureConfig([source]), model.processor)
+    # media the data has and the model cannot encode: an error now, not skipped rows later
+    check_training_setup(model.processor, [d for d in (dataset, heldout) if d is not None])
     global_batch = cfg.batch_size * cfg.grad_accum * dist.world_size
     epoch_size = len(dataset.order(0))
     # a partial last global batch is dropped (ceil would read into the next epoch's order)
@@ -135,8 +140,8 @@ def train(cfg: StageConfig) -> dict:
     state = TrainState(BatchGeometry(dist.world_size, cfg.batch_size, cfg.grad_accum))
     checkpointer = Checkpointer(
         engine, out / "checkpoints", dist.rank, total_steps=total_steps,
-        save_every=cfg.save_every, stop_after=cfg.stop_after, keep=cfg.keep_checkpoints,
-        files=config_files,
+        save_every=cfg.save_every, save_every_minutes=cfg.save_every_minutes,
+        stop_after=cfg.stop_after, keep=cfg.keep_checkpoints, files=config_files,
     )  # fmt: skip
     checkpoint = checkpointer.resume(cfg.resume, state)
     start_step = state.step
@@ -162,12 +167,13 @@ def train(cfg: StageConfig) -> dict:
         + (f" ({checkpoint})" if checkpoint else "")
     )
     started = time.perf_counter()
-    trainer = Trainer(engine, cfg, dist, state, checkpointer, logger, heldout)
-    trainer.fit(loader, batches.samples_per_step)
-
-    # 7. save: the last checkpoint (resumable) and, at the schedule's end, the HF export
-    last = checkpointer.save_final(state)
-    finished = state.step >= total_steps
+    # a stop signal ends the loop after the step it arrives in, on every rank, with a checkpoint
+    with stop_signals() as stop:
+        trainer = Trainer(engine, cfg, dist, state, checkpointer, logger, heldout, stop)
+        trainer.fit(loader, batches.samples_per_step)
+        # 7. save: the last checkpoint (resumable) and, at the schedule's end, the HF export
+        last = checkpointer.save_final(state)
+    finished = state.step >= total_steps and not trainer.stopped
     if finished:
         export_model(engine, model, cfg, out / "export")
     logger.close()
@@ -185,6 +191,7 @@ def train(cfg: StageConfig) -> dict:
         "rejected_ids": state.rejections.ids,
         "checkpoint": str(last),
         "export": str(out / "export") if finished else None,
+        "stopped_by_signal": trainer.stopped,
     }
     if dist.is_main:
         write_text_atomic(out / SUMMARY_FILE, json.dumps(summary, indent=1))

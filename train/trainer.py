@@ -4,13 +4,18 @@ The loss of a step is the token-level mean over the global batch: each rank coun
 supervised tokens of its micro-batches, one all-reduce gives the global count N, and every
 micro-batch back-propagates `loss_sum x world_size / N` (DeepSpeed averages gradients over
 ranks; accumulation is not rescaled). Long and short samples thus weigh per token, whatever
-rank or micro-batch they land in.
+rank or micro-batch they land in. A step whose global batch has no supervised token (every row
+rejected) makes no forward, backward nor optimizer step on any rank: AdamW's moments and step
+count stay as they were; only the schedule advances, as after any step.
+
+The all-reduce that ends a step also carries the ranks' votes on what to do next (stop after a
+signal, save by rank 0's clock), so every rank takes the same decision after the same step.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +27,7 @@ from train.data import StepBatch
 from train.engine import Dist
 from train.heldout import loss_sums
 from train.metrics import RunLogger
+from train.stopping import StopRequest, check_rejection_rate
 
 KEEP_REJECTED_IDS = 100  # distinct ids per reason in the summary (rejected.jsonl has them all)
 
@@ -36,6 +42,7 @@ class StepResult:
     samples: int
     rejected: int
     seconds: float
+    votes: list[bool]  # per vote passed to train_step: did any rank vote yes
 
 
 def _all_reduce(values: list[float], device: torch.device) -> list[float]:
@@ -52,8 +59,9 @@ def _gather(items: list, dist: Dist) -> list[list]:
     return gathered
 
 
-def train_step(engine, step: StepBatch, dist: Dist) -> StepResult:
-    """One optimizer step over this rank's micro-batches; returns global loss and counts."""
+def train_step(engine, step: StepBatch, dist: Dist, votes: Sequence[bool] = ()) -> StepResult:
+    """One optimizer step over this rank's micro-batches; returns global loss and counts, and
+    for each of this rank's `votes` whether any rank voted yes."""
     tick = time.perf_counter()
     local = [
         sum(mb.num_supervised for mb in step.micro_batches),
@@ -62,29 +70,30 @@ def train_step(engine, step: StepBatch, dist: Dist) -> StepResult:
         len(step.rejected),
     ]
     supervised, tokens, samples, rejected = _all_reduce(local, dist.device)
-    if supervised == 0:  # nothing to learn from: no AdamW update (the scheduler resets lr after)
-        for group in engine.optimizer.param_groups:
-            group["lr"] = 0.0
     loss_sum = torch.zeros((), dtype=torch.float64, device=dist.device)
-    for micro in step.micro_batches:
-        out = engine(**micro.model_inputs(dist.device))
-        engine.backward(out.loss_sum * dist.world_size / max(supervised, 1.0), scale_wrt_gas=False)
-        engine.step()
-        loss_sum += out.loss_sum.detach().double()
-    (total,) = _all_reduce([float(loss_sum)], dist.device)
+    if supervised == 0:  # the same on every rank (a global count): all skip alike
+        engine.lr_scheduler.step()  # what the skipped engine.step() would have done to it
+    else:
+        for micro in step.micro_batches:
+            out = engine(**micro.model_inputs(dist.device))
+            engine.backward(out.loss_sum * dist.world_size / supervised, scale_wrt_gas=False)
+            engine.step()
+            loss_sum += out.loss_sum.detach().double()
+    total, *agreed = _all_reduce([float(loss_sum), *map(float, votes)], dist.device)
     return StepResult(
         total / max(supervised, 1.0), int(supervised), int(tokens), int(samples), int(rejected),
-        time.perf_counter() - tick,
+        time.perf_counter() - tick, [vote > 0 for vote in agreed],
     )  # fmt: skip
 
 
-def evaluate(engine, dataset: MixtureDataset, max_length: int, dist: Dist) -> float:
-    """Held-out token-mean loss, the ranks sharing the samples."""
+def evaluate(engine, dataset: MixtureDataset, max_length: int, dist: Dist) -> dict[str, float]:
+    """Held-out token-mean loss and the rows it left out (rejected), the ranks sharing the
+    samples."""
     engine.eval()
     sums = loss_sums(engine, dataset, max_length, dist.device, dist.rank, dist.world_size)
     engine.train()
-    loss_sum, tokens = _all_reduce(list(sums), dist.device)
-    return loss_sum / max(tokens, 1.0)
+    loss_sum, tokens, rejected = _all_reduce(list(sums), dist.device)
+    return {"heldout_loss": loss_sum / max(tokens, 1.0), "heldout_rejected": int(rejected)}
 
 
 class Trainer:
@@ -99,23 +108,40 @@ class Trainer:
         checkpointer: Checkpointer,
         logger: RunLogger,
         heldout: MixtureDataset | None,
+        stop: StopRequest,
     ) -> None:
         self.engine, self.cfg, self.dist = engine, cfg, dist
         self.state, self.checkpointer, self.logger = state, checkpointer, logger
-        self.heldout = heldout
+        self.heldout, self.stop = heldout, stop
         self.total_steps = checkpointer.total_steps
+        self.stopped = False  # by a signal (to some rank): the run saves and exits with 75
 
     def fit(self, batches: Iterable[StepBatch], samples_per_step: int) -> None:
+        """The steps, until the schedule's end, `stop_after`, or a stop signal to any rank
+        (raises `TooManyRejected` when too many rows are rejected)."""
         self.engine.train()
         for batch in batches:
             lrs = self._learning_rates()  # the ones this step uses
-            result = train_step(self.engine, batch, self.dist)
+            votes = [self.stop.requested, self.checkpointer.time_to_save()]
+            result = train_step(self.engine, batch, self.dist, votes)
+            stop, save_due = result.votes
             self._advance(batch, result, samples_per_step)
+            cfg = self.cfg
+            check_rejection_rate(
+                self.state.rejections, self.state.position, cfg.max_rejected_fraction,
+                cfg.rejection_guard_after,
+            )  # fmt: skip
+            if stop:  # the grace time before a kill goes to the checkpoint, not to evaluation
+                self.maybe_log(result, lrs, {})
+                self.logger.note(f"stop signal ({self.stop.signal or 'another rank'}): "
+                                 f"saving after step {self.state.step}")  # fmt: skip
+                self.stopped = True
+                break
             evaluated = self.maybe_evaluate()
             self.maybe_log(result, lrs, evaluated)
             if self.checkpointer.should_stop(self.state):
                 break
-            self.checkpointer.maybe_save(self.state)
+            self.checkpointer.maybe_save(self.state, save_due)
 
     def _learning_rates(self) -> dict[str, float]:
         groups = self.engine.optimizer.param_groups
@@ -131,7 +157,8 @@ class Trainer:
         state.loss = result.loss
         if result.supervised == 0:
             self.logger.note(
-                f"step {state.step}: no supervised token in the global batch (all rejected?)"
+                f"step {state.step}: no supervised token in the global batch (all rejected?): "
+                "no optimizer step"
             )
         for rank_rejected in _gather(batch.rejected, self.dist) if result.rejected else ():
             for item in rank_rejected:
@@ -143,7 +170,7 @@ class Trainer:
         step, every = self.state.step, self.cfg.eval_every
         if self.heldout is None or not (step == self.total_steps or (every and step % every == 0)):
             return {}
-        return {"heldout_loss": evaluate(self.engine, self.heldout, self.cfg.max_length, self.dist)}
+        return evaluate(self.engine, self.heldout, self.cfg.max_length, self.dist)
 
     def maybe_log(self, result: StepResult, lrs: dict[str, float], evaluated: dict) -> None:
         step = self.state.step

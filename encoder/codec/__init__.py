@@ -11,13 +11,14 @@ use.
 
 from encoder.codec.assets import read_assets, write_assets
 from encoder.codec.config import CodecConfig
-from encoder.codec.errors import AssetFormatError, VideoDecodeError
+from encoder.codec.errors import AssetFormatError, AssetSettingsError, VideoDecodeError
 from encoder.codec.selection import PatchSelection
 
 _DECODING = ("select_patches", "select_with_frames", "uniform_frames")
 
 __all__ = [
     "AssetFormatError",
+    "AssetSettingsError",
     "CodecConfig",
     "PatchSelection",
     "VideoDecodeError",

@@ -10,7 +10,8 @@ Written atomically (`encoder/files.py`: a folder that exists is complete), named
   order (under the `first` policy mosaic 0 is the whole first frame); the last mosaic is
   zero-filled past K;
 - `meta.json`: T, canvas, patch, hb, wb, K, frame ids, policy, compensation, residual mode,
-  pad box, source codec, motion source, timings.
+  pad box, source codec, motion source, timings, and `settings` (`CodecConfig.
+  selection_settings`), which `read_assets(folder, expected=cfg)` compares with `cfg`.
 
 `read_assets` also accepts the reference's training layout: its JPEG images plus
 `positions_thw.npy` (patches are then cut from the JPEGs, so they are lossy).
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from encoder.codec.config import CodecConfig
-from encoder.codec.errors import AssetFormatError
+from encoder.codec.errors import AssetFormatError, AssetSettingsError
 from encoder.codec.selection import PatchSelection, codec_timeline
 from encoder.files import atomic_dir
 
@@ -63,9 +64,12 @@ def mosaics(selection: PatchSelection) -> list[np.ndarray]:
     return out
 
 
-def write_assets(selection: PatchSelection, folder: str | Path) -> Path:
-    """Write the asset folder; replaces an existing one only once the new one is complete."""
-    with atomic_dir(folder) as tmp:
+def write_assets(
+    selection: PatchSelection, folder: str | Path, keep_existing: bool = False
+) -> Path:
+    """Write the asset folder; replaces an existing one only once the new one is complete.
+    `keep_existing`: an existing folder wins instead (a cache that workers fill at once)."""
+    with atomic_dir(folder, keep_existing=keep_existing) as tmp:
         np.save(tmp / "patches.npy", selection.patches)
         np.save(tmp / "frame_ids.npy", selection.frame_ids.astype(np.int32))
         np.save(tmp / "positions_thw.npy", selection.positions.astype(np.int32))
@@ -115,9 +119,49 @@ def _load(folder: Path, name: str, dtype, ndim: int) -> np.ndarray:
     return array.astype(dtype, copy=False)
 
 
-def read_assets(folder: str | Path) -> PatchSelection:
-    """Load an asset folder written by `write_assets`, or the reference's training layout."""
-    folder = Path(folder)
+def read_assets(folder: str | Path, expected: CodecConfig | None = None) -> PatchSelection:
+    """Load an asset folder written by `write_assets`, or the reference's training layout.
+    With `expected`, the folder must hold the selection those settings make
+    (`AssetSettingsError` otherwise, see `check_settings`)."""
+    selection = _read(Path(folder))
+    if expected is not None:
+        check_settings(selection, expected, folder)
+    return selection
+
+
+def check_settings(selection: PatchSelection, cfg: CodecConfig, folder: str | Path) -> None:
+    """Raise `AssetSettingsError` naming the first setting where the assets differ from `cfg`:
+    the shape of the selection (T, K, patch, grid) always; every setting of
+    `CodecConfig.selection_settings` where the meta records them (the reference's layout
+    records none)."""
+    hb, _ = selection.grid
+    found = {
+        "kind": selection.kind,
+        "frames": len(selection.frame_ids),
+        "K": selection.num_patches,
+        "patch": int(selection.patches.shape[-1]),
+        "grid": hb,
+    }
+    wanted = {"kind": "codec", "frames": cfg.frames, "K": cfg.num_patches}
+    wanted.update(patch=cfg.patch, grid=cfg.grid)
+    settings = selection.meta.get("settings")
+    if settings is not None:
+        found.update(settings)
+        wanted.update(cfg.selection_settings())
+    elif selection.meta.get("layout") != "reference":
+        raise AssetSettingsError(
+            folder, "meta.json records no codec settings (written by an older version): recompute"
+        )
+    for key, value in wanted.items():
+        if found.get(key) != value:
+            raise AssetSettingsError(
+                folder,
+                f"made with codec {key}={found.get(key)!r}, but the model's codec settings have "
+                f"{key}={value!r}: recompute the assets with the model's settings",
+            )
+
+
+def _read(folder: Path) -> PatchSelection:
     if not folder.is_dir():
         raise AssetFormatError(folder, "asset folder not found")
     if not (folder / "positions_thw.npy").exists():

@@ -47,7 +47,13 @@ class CodecConfig:
     residual: str = "diff"
     """Residual: `diff` (|Y_t - Y_t-1|) or `mc` (|Y_t - motion-compensated prediction|)."""
     fusion: str = "mean"
-    """Fusion of the two normalised maps: `mean` (1:1), `max`, `sum` or `geomean`."""
+    """Fusion of the two normalised maps: `mean` (weighted by `residual_weight`), `max`, `sum`
+    or `geomean` (these three ignore `residual_weight`)."""
+    residual_weight: float = 0.25
+    """Weight w of the residual in the `mean` fusion: (motion + w * residual) / (1 + w), each
+    map already normalised and clipped; 1.0 is the paper's 1:1 mean. 0.25 (with the residual
+    zero on I-frames) agrees best with the reference's own selections (PAPER.md section 2,
+    item 12). `max`, `sum` and `geomean` ignore it."""
     motion_floor: float = 1e-6
     """Floor of the 95th-percentile normaliser of the motion map."""
     residual_floor: float = 1.0
@@ -85,6 +91,8 @@ class CodecConfig:
             raise ValueError(
                 "set codec.budget (patches) or codec.budget_frames (frame-equivalents)"
             )
+        if not self.residual_weight >= 0:
+            raise ValueError(f"codec.residual_weight={self.residual_weight} must be >= 0")
         if self.threads < 1:
             raise ValueError(f"codec.threads={self.threads} must be >= 1")
         if self.num_patches < 1:
@@ -94,6 +102,26 @@ class CodecConfig:
                 f"codec budget K={self.num_patches} is smaller than one whole frame "
                 f"({self.patches_per_frame} patches) but full_frame='first' keeps frame 0 whole"
             )
+
+    def selection_settings(self) -> dict:
+        """Every setting that decides which patches are chosen and how they look, with the
+        budget resolved to K; recorded in each selection's meta and compared with the model's
+        settings when precomputed assets are loaded. `residual_weight` is None unless the
+        fusion is `mean` (no other fusion reads it)."""
+        return {
+            "frames": self.frames,
+            "canvas": self.canvas,
+            "canvas_size": self.canvas_size,
+            "patch": self.patch,
+            "K": self.num_patches,
+            "full_frame": self.full_frame,
+            "compensate": self.compensate,
+            "residual": self.residual,
+            "fusion": self.fusion,
+            "residual_weight": self.residual_weight if self.fusion == "mean" else None,
+            "motion_floor": self.motion_floor,
+            "residual_floor": self.residual_floor,
+        }
 
     @property
     def grid(self) -> int:

@@ -21,3 +21,7 @@ class AssetFormatError(ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class AssetSettingsError(AssetFormatError):
+    """An asset folder was made with other codec settings than the ones it is loaded for."""

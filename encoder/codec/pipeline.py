@@ -46,7 +46,15 @@ def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, Sampled
     canvas = sampled.canvas
     per_frame = canvas.grid * canvas.grid
     whole = whole_frames([f.pict_type for f in frames], cfg.full_frame, cfg.num_patches, per_frame)
-    positions, candidates = choose_rows(scores, canvas.candidate_mask(), whole, cfg.num_patches)
+    candidate_mask = canvas.candidate_mask()
+    if not whole and not candidate_mask.any():
+        raise VideoDecodeError(
+            path,
+            f"nothing to select: no patch of the {canvas.resize_h}x{canvas.resize_w} px frame "
+            f"on the {canvas.size} px canvas is a whole {canvas.patch} px patch, and "
+            f"full_frame={cfg.full_frame!r} keeps no frame whole",
+        )
+    positions, candidates = choose_rows(scores, candidate_mask, whole, cfg.num_patches)
     patches = sampled.cut(frame_ids, positions, cfg.overlap)
     meta.update(
         policy=cfg.full_frame,
@@ -54,6 +62,8 @@ def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, Sampled
         compensation=cfg.compensate,
         residual_mode=cfg.residual,
         fusion=cfg.fusion,
+        residual_weight=cfg.residual_weight,
+        settings=cfg.selection_settings(),
         K=cfg.num_patches,
         candidates=candidates,
     )
@@ -140,7 +150,8 @@ def _decode_and_score(
         "frames_planned": video.num_packets,
         "frames_decoded": decode.frames_decoded,
         "frames_in_header": video.header_frames,
-        "plan_exact": exact,
+        "plan_exact": exact and video.demux_error is None,
+        "demux_error": video.demux_error,
         "packet_errors": decode.packet_errors,
         "frames_with_vectors": decode.frames_with_vectors,
         "T": count,

@@ -10,7 +10,8 @@ Stock FFmpeg exports no prediction residual, so it is rebuilt from decoded pixel
   weighted prediction is ignored, and cells without an L0 vector (intra, future-only) are
   predicted from the co-located pixels.
 The first frame of a video has no predecessor: its residual is all zero (with the default
-`first` policy it is kept whole, so this never affects the choice).
+`first` policy it is kept whole, so this never affects the choice). I-frames get a zero residual
+too (`saliency.frame_cues`).
 Both maps are uint8 (absolute differences of 8-bit luma), which keeps percentiles exact and cheap.
 """
 

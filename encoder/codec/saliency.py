@@ -3,8 +3,9 @@
 The two cues are the codec's motion (magnitude per 4x4 cell after camera compensation,
 `motion.py`) and the luma residual (`residual.py`). Each map is divided by its own 95th
 percentile (floored: 1e-6 for motion, 1.0 for residual), clipped to [0, 1], the two are fused
-1:1 (`mean`, the default; `max`, `sum`, `geomean` are options), resized onto the canvas and
-summed per patch.
+(`mean`, the default: (m + w r) / (1 + w) with w = `residual_weight`, 0.25 by default, 1 the
+paper's 1:1; `max`, `sum`, `geomean` are options that ignore w), resized onto the canvas and
+summed per patch. An I-frame has no residual: its map is zero (PAPER.md section 2, item 12).
 
 Percentiles use numpy's default linear interpolation, computed exactly but cheaply: the
 residual is uint8 (a 256-bin histogram) and the motion map is piecewise constant on 4x4 cells
@@ -13,8 +14,6 @@ residual is uint8 (a 256-bin histogram) and the motion map is piecewise constant
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from encoder.codec import motion as motion_maps
@@ -22,14 +21,20 @@ from encoder.codec import residual as residual_maps
 from encoder.codec.config import CodecConfig
 from encoder.codec.motion import CELL
 from encoder.codec.pooling import PatchPooler
-
-if TYPE_CHECKING:
-    from encoder.codec.video import SampledFrame
+from encoder.codec.video import PICT_TYPE_I, SampledFrame
 
 PERCENTILE = 95.0
-# Fusions that are weighted sums (motion weight, residual weight): they commute with the
-# linear resize-and-sum, so each map is pooled on its own and no pixel motion map is built.
-LINEAR_FUSIONS = {"mean": (0.5, 0.5), "sum": (1.0, 1.0)}
+# Fusions that are weighted sums (see `fusion_weights`): they commute with the linear
+# resize-and-sum, so each map is pooled on its own and no pixel motion map is built.
+LINEAR_FUSIONS = ("mean", "sum")
+
+
+def fusion_weights(cfg: CodecConfig) -> tuple[float, float]:
+    """(motion weight, residual weight) of a linear fusion: `mean` is (1, w) / (1 + w)."""
+    if cfg.fusion == "mean":
+        w = cfg.residual_weight
+        return 1.0 / (1.0 + w), w / (1.0 + w)
+    return 1.0, 1.0
 
 
 def frame_cues(frame: SampledFrame, cfg: CodecConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +42,12 @@ def frame_cues(frame: SampledFrame, cfg: CodecConfig) -> tuple[np.ndarray, np.nd
     height, width = frame.luma.shape
     vx, vy, covered = motion_maps.motion_field(frame.motion_vectors, height, width)
     motion = motion_maps.motion_magnitude(vx, vy, covered, cfg.compensate)
-    if cfg.residual == "mc":
+    if frame.pict_type == PICT_TYPE_I and frame.motion_vectors is None:
+        # An I-frame is not predicted, so it has no residual (its motion map is zero too).
+        # Streams without exported vectors get P-frame vectors from the re-encode for their
+        # I-frames (`reencode.py`), and keep their residual with them.
+        residual = np.zeros_like(frame.luma)
+    elif cfg.residual == "mc":
         residual = residual_maps.motion_compensated(frame.luma, frame.prev_luma, vx, vy)
     else:
         residual = residual_maps.frame_difference(frame.luma, frame.prev_luma)
@@ -61,7 +71,7 @@ def score_frame(
     residual = np.minimum(residual, np.float32(residual_scale), dtype=np.float32)  # one pass
     # 3-5. Fuse, resize onto the canvas, sum per patch.
     if cfg.fusion in LINEAR_FUSIONS:
-        w_motion, w_residual = LINEAR_FUSIONS[cfg.fusion]
+        w_motion, w_residual = fusion_weights(cfg)
         return (w_motion / motion_scale) * pooler.pool_cells(motion) + (
             w_residual / residual_scale
         ) * pooler.pool(residual)

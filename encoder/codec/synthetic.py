@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from encoder.codec.config import CodecConfig
+
 KINDS = ("mover", "pan", "flash", "static")
 
 
@@ -115,28 +117,31 @@ def write_synthetic_video(
     return SyntheticVideo(path, width, height, frames, boxes, events)
 
 
-def object_patches(video: SyntheticVideo, meta: dict, frame_ids: np.ndarray) -> np.ndarray:
-    """Canvas patches (t, h, w) at least half covered by the object, t >= 1 (t = 0 is whole).
-
-    `meta` is a selection's meta (its canvas geometry); the video must not be rotated.
-    """
-    if meta.get("rotation", 0):
-        raise ValueError("object_patches maps boxes of unrotated videos only")
-    canvas = meta["canvas"]
-    p, size = canvas["patch"], canvas["size"]
-    (rh, rw), (oy, ox) = canvas["resize"], canvas["offset"]
-    sy, sx = rh / video.height, rw / video.width
+def object_patches(
+    video: SyntheticVideo, cfg: CodecConfig, frames: int | None = None
+) -> np.ndarray:
+    """Canvas patches (t, h, w) at least half covered by the object, t >= 1 (t = 0 is whole),
+    from the generator's own geometry: its boxes, its frame count sampled uniformly
+    (`frames`, default `cfg.frames`), and `cfg`'s canvas laid out from first principles
+    (letterbox fits the longer side, crop fills with the shorter, centred), independent of the
+    pipeline's `Canvas`. The video must not be rotated."""
+    count = cfg.frames if frames is None else frames
+    size, p = cfg.canvas_size, cfg.patch
+    fit = max if cfg.canvas == "letterbox" else min
+    scale = size / fit(video.height, video.width)
+    oy, ox = (size - video.height * scale) / 2, (size - video.width * scale) / 2
     starts = np.arange(size // p) * p
+    frame_ids = np.floor(np.linspace(0, video.frames - 1, count)).astype(np.int64)
     cells = []
     for t, frame in enumerate(frame_ids):
         top, left, bottom, right = video.boxes[frame]
         if t == 0 or top < 0:
             continue
         cover_y = np.clip(
-            np.minimum(bottom * sy + oy, starts + p) - np.maximum(top * sy + oy, starts), 0, p
+            np.minimum(bottom * scale + oy, starts + p) - np.maximum(top * scale + oy, starts), 0, p
         )
         cover_x = np.clip(
-            np.minimum(right * sx + ox, starts + p) - np.maximum(left * sx + ox, starts), 0, p
+            np.minimum(right * scale + ox, starts + p) - np.maximum(left * scale + ox, starts), 0, p
         )
         hh, ww = np.nonzero(cover_y[:, None] * cover_x[None, :] >= 0.5 * p * p)
         cells.extend((t, h, w) for h, w in zip(hh, ww, strict=True))

@@ -8,7 +8,9 @@ files, constant or variable frame rate alike, because it never estimates N from 
 the header's own count (`stream.frames`, often 0 for MKV/WebM or raw streams) is recorded but
 not trusted. If the decoder then yields a different number of frames (corrupt packets dropped,
 a truncated tail), selection re-plans on the decoded count and serves each re-planned index by
-the nearest frame it kept (see `plan.resolve_plan`); the meta records both counts.
+the nearest frame it kept (see `plan.resolve_plan`); the meta records both counts. A count that
+stops early (a demux error, or data the demuxer cannot read past, which it treats as the end)
+plans on the packets before it; `demux_error` says why, and the plan is then not exact.
 
 Motion vectors are read from the side data of the frames that are decoded anyway. Slice
 threading only: frame-threaded decoding makes the exported vectors non-deterministic.
@@ -54,6 +56,13 @@ _PLANAR_8BIT_LUMA = frozenset(
 PICT_TYPE_I = 1
 # Compressed bytes `open_video` keeps in memory for the decode (a minute of 1080p is ~60 MB).
 KEEP_PACKETS_BYTES = 256 << 20
+# Demuxers stop at damaged data as if the file ended. A count that stops with more of the file
+# unread than this (a share of the file, and bytes) is recorded as a demux stop: far more than
+# the index a container keeps after its last packet (an MP4 `moov`, Matroska cues: at most a few
+# percent, a few KB on small clips). Other streams running on long after the video (an audio
+# tail) also read as a stop; that only marks the plan as not exact.
+UNREAD_TAIL_SHARE = 0.2
+UNREAD_TAIL_BYTES = 8 << 10
 
 
 @dataclass
@@ -97,6 +106,7 @@ class OpenVideo:
         packets: list[av.Packet] | None,
         num_packets: int,
         resources: ExitStack,
+        demux_error: str | None = None,
     ) -> None:
         ctx = stream.codec_context
         rate = stream.average_rate or stream.guessed_rate or 0
@@ -106,6 +116,8 @@ class OpenVideo:
         self.height: int = ctx.height
         self.num_packets = num_packets  # the planned frame count N
         self.header_frames = int(stream.frames or 0)  # as the header states it (0 = unknown)
+        # Why the count may have stopped short of the real N (None: it read to the end).
+        self.demux_error = demux_error
         self.fps = float(rate)
         # "exported" (the stream's own vectors) | "reencoded" (the H.264 fallback)
         self.motion_source = "exported" if self.codec in MV_EXPORTING_DECODERS else "reencoded"
@@ -122,7 +134,7 @@ class OpenVideo:
             return self._stream, self._packets
         container, stream = _open(self.path)
         self._resources.callback(container.close)
-        return stream, container.demux(stream)
+        return stream, _packets_until_error(container, stream)
 
     def decode(self, wanted: set[int], cfg: CodecConfig, with_motion: bool = True) -> Decode:
         """One decode of the whole video that yields the `wanted` ordinals (see `Decode`)."""
@@ -140,25 +152,57 @@ def open_video(path: str | Path, cfg: CodecConfig) -> Iterator[OpenVideo]:
         num_packets = 0
         kept: list[av.Packet] | None = []
         kept_bytes = 0
+        read_to = 0  # end of the furthest packet in the file
+        demux_error = None
         try:
             for packet in container.demux(stream):
                 if packet.size > 0:
                     num_packets += 1
                     kept_bytes += packet.size
+                    if packet.pos is not None and packet.pos >= 0:
+                        read_to = max(read_to, packet.pos + packet.size)
                 if kept is not None:
                     kept.append(packet)  # the empty packets at the end flush the decoder
                     if kept_bytes > KEEP_PACKETS_BYTES:
                         kept = None
                 if time.monotonic() > deadline:
                     raise VideoDecodeError(path, f"demux exceeded {cfg.max_decode_seconds}s")
-        except av.error.FFmpegError:
-            pass  # a damaged tail ends the count; decoding will say whether any frame survives
+        except av.error.FFmpegError as exc:
+            # damaged data ends the count; decoding will say whether any frame survives
+            demux_error = f"demux error after {num_packets} packets ({exc})"
         if num_packets == 0:
             raise VideoDecodeError(path, "video stream has no packets (zero decodable frames)")
-        video = OpenVideo(path, stream, kept, num_packets, resources)
+        demux_error = demux_error or _stopped_short(path, stream, num_packets, read_to)
+        video = OpenVideo(path, stream, kept, num_packets, resources, demux_error)
         if kept is None:  # the decode demuxes the file again
             container.close()
         yield video
+
+
+def _stopped_short(
+    path: str | Path, stream: av.video.stream.VideoStream, num_packets: int, read_to: int
+) -> str | None:
+    """Why a count that ended without an error still stopped short, or None: the header
+    declares more frames, or much of the file lies unread after the last packet."""
+    declared = int(stream.frames or 0)
+    if declared > num_packets:
+        return f"demux ended after {num_packets} packets; the header declares {declared}"
+    size = Path(path).stat().st_size
+    unread = size - read_to
+    if read_to > 0 and unread > max(UNREAD_TAIL_SHARE * size, UNREAD_TAIL_BYTES):
+        return f"demux ended after {num_packets} packets with {unread} of {size} bytes unread"
+    return None
+
+
+def _packets_until_error(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> Iterator[av.Packet]:
+    """The stream's packets until the end or the first demux error (which `open_video`, when
+    it counted the same packets, already recorded)."""
+    try:
+        yield from container.demux(stream)
+    except av.error.FFmpegError:
+        return
 
 
 def luma_of(frame: av.VideoFrame) -> np.ndarray:

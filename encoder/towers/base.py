@@ -47,20 +47,19 @@ class TowerSpec:
     kinds: frozenset[str]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    frame_size: int
+    """Side in px of a uniform video frame when the media config sets no frame_size: the
+    resolution the paper fed this tower's frames at (PAPER.md section 1)."""
     spatial_merge: int = 1
     """The tower merges each spatial_merge x spatial_merge window of patches into one token."""
     temporal_patch: int = 1
     """Frames per temporal token."""
     lora_targets: tuple[str, ...] = ()
-    """Linear layers LoRA adapts by default (module names as PEFT matches them)."""
-    frame_patches: int = 36
-    """Patches per side of a uniform video frame when the media config sets no frame_size (the
-    paper's 504 / 576 px frames)."""
-
-    @property
-    def frame_size(self) -> int:
-        """Default side in pixels of a uniform video frame."""
-        return self.frame_patches * self.patch_size
+    """Linear layers LoRA adapts by default, named inside a block (module name suffixes): the
+    attention and MLP projections, each of which every block of `lora_blocks` has."""
+    lora_blocks: str = ""
+    """The tower's list of transformer blocks (a module path in the tower); LoRA adapts the
+    blocks the features reach (not those in `unused_modules`)."""
 
     def check_item(self, kind: str, length: int, grid: tuple[int, int, int] | None) -> None:
         if kind not in self.kinds:

@@ -32,7 +32,9 @@ class OneVisionTower(VisionTower):
             kinds=frozenset({"image", "frames", "codec"}),
             mean=CLIP_MEAN,
             std=CLIP_STD,
+            frame_size=504,  # 36 x 36 patches of 14 (PAPER.md section 1)
             lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+            lora_blocks="model.encoder.layers",
         )
 
     @classmethod

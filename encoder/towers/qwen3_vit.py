@@ -43,9 +43,11 @@ class Qwen3VitTower(VisionTower):
             kinds=frozenset({"image", "frames"}),
             mean=HALF,
             std=HALF,
+            frame_size=512,  # 32 x 32 patches of 16 (PAPER.md section 1)
             spatial_merge=config.spatial_merge_size,
             temporal_patch=config.temporal_patch_size,
             lora_targets=("attn.qkv", "attn.proj", "mlp.linear_fc1", "mlp.linear_fc2"),
+            lora_blocks="model.blocks",
         )
 
     @classmethod

@@ -44,7 +44,9 @@ class Siglip2Tower(VisionTower):
             kinds=frozenset({"image", "frames"}),
             mean=HALF,
             std=HALF,
+            frame_size=512,  # 32 x 32 patches of 16 (PAPER.md section 1)
             lora_targets=("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+            lora_blocks="model.encoder.layers",
         )
 
     @classmethod

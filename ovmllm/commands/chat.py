@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
         overrides = load_config(ProcessorOverrides, None, list(args.overrides))
     except (ConfigError, ValueError) as exc:
         print(f"ovmllm chat: {exc}", file=sys.stderr)
+        return 1
+    if not (Path(args.model) / "config.json").is_file():  # not a hub id: no download attempt
+        print(f"ovmllm chat: --model {args.model}: no checkpoint folder there", file=sys.stderr)
         return 1
     model = OVMLLMForCausalLM.from_pretrained(args.model, processor_overrides=overrides).eval()
     processor = model.processor

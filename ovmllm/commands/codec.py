@@ -25,6 +25,7 @@ CODEC_FLAGS = {
     "compensate": "compensate",
     "residual": "residual",
     "fusion": "fusion",
+    "residual_weight": "residual_weight",
     "threads": "threads",
 }
 
@@ -42,6 +43,9 @@ def _add_codec_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compensate", choices=["none", "median", "similarity", "affine"])
     parser.add_argument("--residual", choices=["diff", "mc"])
     parser.add_argument("--fusion", choices=["mean", "max", "sum", "geomean"])
+    parser.add_argument(
+        "--residual-weight", type=float, help="w in mean = (m + w r) / (1 + w) (0.25; 1 = 1:1)"
+    )
     parser.add_argument("--threads", type=int, help="decoder threads (slice threading)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
@@ -71,7 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pre = sub.add_parser("precompute", help="asset folders for every video of a dataset")
     pre.add_argument("data", help="JSON or JSONL of samples with a `video` field")
     pre.add_argument("--root", help="dataset root (default: the data file's folder)")
-    pre.add_argument("--out", help="asset root (default: <root>/codec_assets)")
+    pre.add_argument(
+        "--out",
+        help="asset root (default: <root>/codec_assets); outside the dataset root, the output's "
+        "codec_assets are relative to it: set it as the data source's assets_root",
+    )
     pre.add_argument("--output", help="output JSONL (default: <out>/<data>.codec.jsonl)")
     pre.add_argument("--workers", type=int, help="parallel worker processes")
     pre.add_argument("--shard", help="i/n: this node's share of the videos")

@@ -80,6 +80,7 @@ def _training_demo(out: Path) -> dict:
     from train.config import load_stage
     from train.heldout import heldout_loss
     from train.recipe import initial_model, train
+    from train.stopping import EX_TEMPFAIL
 
     prepare_process()  # in-process stages, as `ovmllm train` runs one
     data = write_toy_dataset(out / "toy_data")
@@ -97,6 +98,9 @@ def _training_demo(out: Path) -> dict:
             overrides.append(f"init_from={init}")
         shutil.rmtree(out / stage, ignore_errors=True)  # a demo run starts fresh each time
         summary = train(load_stage(f"configs/train/{stage}.yaml", overrides))
+        if summary["stopped_by_signal"]:  # the next stage needs this one's export
+            print(f"\n[train] {stage} stopped by a signal; the demo starts afresh when rerun")
+            raise SystemExit(EX_TEMPFAIL)
         rows = [json.loads(x) for x in (out / stage / "metrics.jsonl").read_text().splitlines()]
         report[stage] = {
             "steps": summary["steps"],
@@ -173,8 +177,8 @@ def run(args: argparse.Namespace) -> int:
         assert (again.patches == selection.patches).all(), "asset round trip changed pixels"
         sheet = save_sheet(selection_sheet(selection, canvases), out / f"{name}_selection.png")
         uniform = uniform_frames(video.path, max(1, frames_equiv), cfg)
-        truth_codec = object_patches(video, selection.meta, selection.frame_ids)
-        truth_uniform = object_patches(video, uniform.meta, uniform.frame_ids)
+        truth_codec = object_patches(video, cfg)
+        truth_uniform = object_patches(video, cfg, len(uniform.frame_ids))
         meta = selection.meta
         row = {
             "video": str(video.path),

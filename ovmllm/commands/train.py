@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import warnings
 
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     prepare_process()
     from ovmllm.config import ConfigError
     from train.config import load_stage
+    from train.manifest import CheckpointIntegrityError
     from train.recipe import train
+    from train.stopping import EX_TEMPFAIL, TooManyRejected
 
     try:
         cfg = load_stage(args.config, list(args.overrides))
@@ -51,12 +54,34 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         summary = train(cfg)
-    except (FileNotFoundError, FileExistsError) as exc:  # missing inputs, an occupied run
+    # missing inputs, an occupied run, a model that cannot encode the data's media, a
+    # checkpoint that changed since it was saved, mostly rejected data
+    except (
+        FileNotFoundError, FileExistsError, ConfigError, CheckpointIntegrityError,
+        TooManyRejected,
+    ) as exc:  # fmt: skip
         print(f"ovmllm train: {exc}", file=sys.stderr)
         return 1
-    if summary["world_size"] == 1 or _rank() == 0:
+    main = summary["world_size"] == 1 or _rank() == 0
+    if main:
         print(json.dumps(summary))
+    if summary["stopped_by_signal"]:  # a scheduler's "try again": requeue with resume=auto
+        if main:
+            print(
+                f"ovmllm train: stopped by a signal after step {summary['steps']} of "
+                f"{summary['total_steps']}, checkpoint {summary['checkpoint']}; resume with "
+                f"(under a launcher, the same launch with these arguments): "
+                f"{resume_command(args.config, args.overrides)}",
+                file=sys.stderr,
+            )
+        return EX_TEMPFAIL
     return 0
+
+
+def resume_command(config: str, overrides: list[str]) -> str:
+    """The command that continues a stopped run: the same one with `resume=auto`."""
+    kept = [o for o in overrides if not o.startswith("resume=")]
+    return shlex.join(["ovmllm", "train", config, *kept, "resume=auto"])
 
 
 def _rank() -> int:

@@ -1,7 +1,8 @@
 """From mixture positions to trainable samples: rows → media → tokens, with rejections counted.
 
 Media paths are relative to their source's root and may not leave it. A row whose media fail
-to load, or that the processor rejects, is skipped deterministically (the same positions are
+to load (a file that cannot be read or decoded: `MEDIA_FAILURES`), or that the processor
+rejects, is skipped deterministically (the same positions are
 skipped on every run and every resume) and counted by reason with its id.
 """
 
@@ -14,12 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from encoder.codec import AssetFormatError, VideoDecodeError
+from encoder.codec import AssetFormatError, AssetSettingsError, VideoDecodeError
 from encoder.packed import PackedVisualTokens
+from encoder.producers import ImageDecodeError
 from ovmllm.chat_processor import EncodedSample, SampleRejected
 from ovmllm.data.mixture import MixtureConfig, epoch_order
 from ovmllm.data.rows import load_rows
 from ovmllm.multimodal_processor import MultimodalProcessor
+
+# a file that could not be read or decoded; any other error (a setting the tower cannot take,
+# a bug) stops the run instead of turning every row into a silent rejection
+MEDIA_FAILURES = (ImageDecodeError, VideoDecodeError, AssetFormatError)
 
 
 @dataclass
@@ -64,6 +70,10 @@ class MixtureDataset:
         self.processor = processor
         self.rows = [load_rows(s.data, cache_dir) for s in mixture.sources]
         self.roots = [Path(s.root or Path(s.data).parent).resolve() for s in mixture.sources]
+        self.asset_roots = [
+            Path(s.assets_root).resolve() if s.assets_root else root
+            for s, root in zip(mixture.sources, self.roots, strict=True)
+        ]
 
     @property
     def sizes(self) -> list[int]:
@@ -72,8 +82,10 @@ class MixtureDataset:
     def order(self, epoch: int) -> np.ndarray:
         return epoch_order(self.mixture, self.sizes, epoch)
 
-    def media_path(self, source: int, relative: str) -> Path:
-        root = self.roots[source]
+    def media_path(self, source: int, relative: str, root: Path | None = None) -> Path:
+        """`relative` under the source's root (or `root`, e.g. its asset root); it may not
+        leave it."""
+        root = root or self.roots[source]
         path = (root / relative).resolve()
         if not path.is_relative_to(root):
             raise SampleRejected("path_escape", f"{relative!r} leaves the dataset root {root}")
@@ -84,12 +96,19 @@ class MixtureDataset:
         try:
             images = [self.media_path(source, p) for p in row["images"]]
             video = self.media_path(source, row["video"]) if row["video"] else None
-            assets = self.media_path(source, row["codec_assets"]) if row["codec_assets"] else None
+            assets = (
+                self.media_path(source, row["codec_assets"], self.asset_roots[source])
+                if row["codec_assets"]
+                else None
+            )
             items = self.processor.load(images, video, assets)
-        except (ValueError, OSError, VideoDecodeError, AssetFormatError) as exc:
-            if isinstance(exc, SampleRejected):
-                raise
+        except (SampleRejected, AssetSettingsError):  # other settings: a setup mistake
+            raise
+        except MEDIA_FAILURES as exc:
             raise SampleRejected("media_failed", str(exc)) from exc
+        except Exception as exc:  # a bug or a setting, not a bad file: stop, naming the row
+            exc.add_note(f"while loading the media of row {row['id']!r} of source {source}")
+            raise
         encoded = self.processor.encode(row["conversations"], items)
         return Sample(position, row["id"], encoded, items)
 

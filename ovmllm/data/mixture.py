@@ -20,6 +20,9 @@ class SourceConfig:
     """A LLaVA JSON / JSONL file."""
     root: str = ""
     """Media root (default: the data file's folder)."""
+    assets_root: str = ""
+    """Root of the rows' `codec_assets` paths, which may not leave it (default: `root`). Set it
+    to the `--out` of `ovmllm codec precompute` when that lies outside `root`."""
     weight: float = 1.0
     """Share of the epoch (ignored when count is set)."""
     count: int = 0

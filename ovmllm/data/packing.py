@@ -3,7 +3,8 @@
 `pack` is a deterministic function of the sample lengths in order (greedy, next-fit), so the
 packing of an epoch follows from the mixture order alone. The collator resets positions per
 sample and returns segment ids; the model turns them into a block-diagonal causal mask (one
-[L, L] block matrix per packed sequence on CPU; position-id varlen on flash-attention).
+[L, L] block matrix per packed sequence): boolean for SDPA, additive (0 / the dtype's minimum)
+for eager attention, which adds the mask to the scores.
 """
 
 from __future__ import annotations
@@ -57,12 +58,19 @@ def collate(
     }
 
 
-def block_causal_mask(segment_ids: torch.Tensor) -> torch.Tensor:
-    """[B, L] segment ids → [B, 1, L, L] bool: attend causally within the same sample only."""
+def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """[B, L] segment ids → [B, 1, L, L]: attend causally within the same sample only.
+
+    Boolean (True = attend) by default; with `dtype`, the additive form in that dtype: 0 where
+    attended, the dtype's minimum where blocked (for kernels that add the mask to the scores)."""
     same = segment_ids[:, :, None] == segment_ids[:, None, :]
     causal = torch.ones(
         segment_ids.shape[1], segment_ids.shape[1], dtype=torch.bool, device=segment_ids.device
     ).tril()
     valid = (segment_ids > 0)[:, :, None]
     # padding queries may attend anywhere (their outputs are never read): no empty softmax rows
-    return (same & causal & valid)[:, None] | ~valid[:, None]
+    allowed = (same & causal & valid)[:, None] | ~valid[:, None]
+    if dtype is None:
+        return allowed
+    blocked = torch.full(allowed.shape, torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+    return blocked.masked_fill_(allowed, 0)

@@ -9,10 +9,11 @@ assets.
 Resumable: a folder that exists is complete (written atomically) and is skipped. `shard=(i, n)`
 takes every n-th distinct video from the i-th, for multi-node runs. Failures are recorded one
 line each (video, reason) and the run goes on. The output JSONL is the input rows with
-`codec_assets` set for every row whose assets exist (path relative to the dataset root when the
-assets lie inside it, absolute otherwise); rows whose video failed keep no `codec_assets` so
-that training falls back to online selection. Run the shards, then once more without a shard to
-write the complete JSONL (it skips everything already done).
+`codec_assets` set for every row whose assets exist, as a path relative to the dataset root when
+the assets lie inside it, else relative to the asset root `out` (the data source then names it
+as its `assets_root`; the summary's `assets_root` says which); rows whose video failed keep no
+`codec_assets` so that training falls back to online selection. Run the shards, then once more
+without a shard to write the complete JSONL (it skips everything already done).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from ovmllm.data.rows import read_rows
 class PrecomputeConfig:
     data: str = ""  # JSON or JSONL file of samples
     root: str = ""  # dataset root the `video` paths are relative to (default: data's folder)
-    out: str = ""  # asset root
+    out: str = ""  # asset root (default: <root>/codec_assets)
     output: str = ""  # output JSONL (default: <out>/<data stem>.codec[.shard-i-of-n].jsonl)
     workers: int = 1
     shard: str = "0/1"  # i/n
@@ -66,6 +67,7 @@ class PrecomputeSummary:
     seconds: float = 0.0
     output: str = ""
     failures: str = ""
+    assets_root: str = ""  # the folder the output's `codec_assets` paths are relative to
 
 
 def _select_and_write(video: str, folder: str, cfg: CodecConfig) -> tuple[str, str | None]:
@@ -144,15 +146,17 @@ def precompute(job: PrecomputeConfig, progress: bool = True) -> PrecomputeSummar
         failures_path,
     )
     output = Path(job.output) if job.output else out / f"{data.stem}.codec{suffix}.jsonl"
+    # Relative paths either way, so the dataset can confine them to their root.
+    assets_root = root if out.is_relative_to(root) else out
     out_rows = []
     for row in rows:
         video = row.get("video")
         folder = folder_of.get(video) if isinstance(video, str) else None
         if folder is not None and folder.is_dir():
-            rel = folder.relative_to(root) if folder.is_relative_to(root) else folder
-            row = {**row, "codec_assets": str(rel)}
+            row = {**row, "codec_assets": str(folder.relative_to(assets_root))}
         out_rows.append(row)
     _write_jsonl(out_rows, output)
     summary.seconds = time.perf_counter() - start
     summary.output, summary.failures = str(output), str(failures_path)
+    summary.assets_root = str(assets_root)
     return summary

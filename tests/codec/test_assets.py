@@ -1,13 +1,22 @@
 """Asset folders: lossless round trip, the reference's layout, and never a partial folder."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from encoder.codec import AssetFormatError, CodecConfig, read_assets, select_patches, write_assets
+from encoder.codec import (
+    AssetFormatError,
+    AssetSettingsError,
+    CodecConfig,
+    read_assets,
+    select_patches,
+    write_assets,
+)
 from encoder.codec.assets import mosaics
+from encoder.files import atomic_dir
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +91,92 @@ def test_bad_asset_folders_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(AssetFormatError, match="positions_thw"):
         read_assets(tmp_path / "empty")
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"frames": 32}, "frames"),
+        ({"budget_frames": 3}, "K"),
+        ({"canvas": "crop", "full_frame": "none", "budget": 3240}, "patch"),
+        ({"full_frame": "iframes"}, "full_frame"),
+        ({"residual_weight": 1.0}, "residual_weight"),
+        ({"compensate": "affine"}, "compensate"),
+    ],
+)
+def test_assets_made_with_other_settings_are_refused_naming_both_values(
+    selection, tmp_path, change, key
+):
+    folder = write_assets(selection, tmp_path / "clip")
+    made_with = CodecConfig(budget_frames=2.5)
+    assert read_assets(folder, expected=made_with).num_patches == selection.num_patches
+    other = CodecConfig(**{"budget_frames": 2.5, **change})
+    with pytest.raises(AssetSettingsError, match=rf"codec ({key})=") as err:
+        read_assets(folder, expected=other)
+    mine, theirs = (made_with.selection_settings(), other.selection_settings())
+    # both values named: what the assets have, what the model has
+    assert f"{key}={mine[key]!r}" in str(err.value) and f"{key}={theirs[key]!r}" in str(err.value)
+
+
+def test_fusions_that_ignore_the_residual_weight_do_not_compare_it(selection, tmp_path):
+    made_with = CodecConfig(budget_frames=2.5, fusion="max")
+    folder = write_assets(select_patches(selection.meta["source"], made_with), tmp_path / "max")
+    read_assets(folder, expected=CodecConfig(budget_frames=2.5, fusion="max", residual_weight=1))
+    with pytest.raises(AssetSettingsError, match="fusion='max'"):
+        read_assets(folder, expected=CodecConfig(budget_frames=2.5))
+
+
+def test_assets_without_recorded_settings_are_refused(selection, tmp_path):
+    folder = write_assets(selection, tmp_path / "clip")
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["settings"]  # as written before the settings were recorded
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(AssetSettingsError, match="records no codec settings"):
+        read_assets(folder, expected=CodecConfig(budget_frames=2.5))
+
+
+def test_a_cache_folder_that_another_worker_committed_first_wins(selection, tmp_path):
+    """Two dataloader workers select the same video into the same cache folder: the one that
+    commits second keeps the first one's folder, without an error or a leftover temporary."""
+    folder = tmp_path / "cache" / "key"
+    other = select_patches(selection.meta["source"], CodecConfig(budget_frames=2.5, overlap=False))
+    other.patches = other.patches.copy()
+    other.patches[0] = 7  # tell the two writers' folders apart
+    with atomic_dir(folder, keep_existing=True) as tmp:
+        (tmp / "mine.txt").write_text("second")
+        write_assets(other, folder, keep_existing=True)  # the other worker finishes first
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["key"]
+    assert not (folder / "mine.txt").exists()
+    assert (read_assets(folder).patches[0] == 7).all()
+    write_assets(selection, folder, keep_existing=True)  # an existing folder stays as it is
+    assert (read_assets(folder).patches[0] == 7).all()
+    write_assets(selection, folder)  # the default still replaces it
+    np.testing.assert_array_equal(read_assets(folder).patches, selection.patches)
+
+
+def test_workers_racing_on_the_codec_cache_keep_the_first_complete_folder(
+    selection, tmp_path, monkeypatch
+):
+    """Two dataloader workers miss the cache for the same video at once; the one that commits
+    second loads the first one's folder (no error, no swap, no partial folder left)."""
+    from encoder.codec import pipeline
+    from encoder.codec.assets import asset_key
+    from encoder.towers import TowerSpec
+    from ovmllm.media import MediaConfig, load_video
+
+    video = Path(selection.meta["source"]).resolve()
+    media = MediaConfig(codec=CodecConfig(budget_frames=2.5), cache_dir=str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / asset_key(str(video), video, media.codec)
+    first = select_patches(video, media.codec)
+    first.patches = first.patches.copy()
+    first.patches[0] = 7  # tell the two workers' folders apart
+
+    def select_while_the_other_worker_commits(path, cfg):
+        write_assets(first, folder, keep_existing=True)
+        return selection
+
+    monkeypatch.setattr(pipeline, "select_patches", select_while_the_other_worker_commits)
+    spec = TowerSpec("onevision", 14, 64, frozenset({"codec"}), (0.5,) * 3, (0.5,) * 3, 504)
+    loaded = load_video(video, media, spec)
+    assert (loaded.patches[0] == 7).all()
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]

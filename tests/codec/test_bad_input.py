@@ -167,3 +167,38 @@ def test_bad_settings_name_the_key():
     with pytest.raises(ValueError, match="smaller than one whole frame"):
         CodecConfig(budget=100)
     assert CodecConfig(budget=100, full_frame="none").num_patches == 100
+
+
+def test_nothing_selectable_without_whole_frames_is_a_decode_error(make_video):
+    # 64x2 px letterboxed to 576x18: no 16-px patch lies inside the content
+    video = make_video("strip64x2.mp4", kind="mover", width=64, height=2, frames=8,
+                       pix_fmt="yuv444p")  # fmt: skip
+    with pytest.raises(VideoDecodeError, match="nothing to select") as err:
+        select_patches(video.path, CodecConfig(budget=100, full_frame="none"))
+    assert err.value.path == str(video.path)
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "reason"),
+    [("mover.mkv", "zero_middle", "bytes unread"), ("mover.avi", "cut_tail", "header declares")],
+)
+def test_a_demux_stop_mid_file_is_recorded_and_the_plan_is_not_exact(
+    make_video, tmp_path, name, damage, reason
+):
+    # Matroska's demuxer ends at the zeroed bytes as if the file ended there (no error is
+    # raised); AVI's header still declares the 96 frames its cut file no longer holds.
+    video = make_video(name, kind="mover", width=160, height=128, frames=96)
+    data = bytearray(video.path.read_bytes())
+    if damage == "zero_middle":
+        data[len(data) // 2 : len(data) // 2 + 2000] = bytes(2000)
+    else:
+        data = data[: len(data) * 2 // 3]
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    selection = select_patches(path, CFG)
+    assert_valid(selection)
+    meta = selection.meta
+    assert meta["frames_planned"] < 96 and reason in meta["demux_error"]
+    assert meta["plan_exact"] is False
+    intact = select_patches(video.path, CFG).meta
+    assert intact["plan_exact"] and intact["demux_error"] is None

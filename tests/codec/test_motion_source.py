@@ -41,8 +41,7 @@ def test_streams_without_vectors_fall_back_to_the_reencode(
 ):
     video = make_video(name, kind="mover", width=160, height=128, frames=48, codec=codec,
                        pix_fmt=pix_fmt, encoder_options=options)  # fmt: skip
-    probe = select_patches(video.path, CodecConfig(canvas="crop"))
-    truth = object_patches(video, probe.meta, probe.frame_ids)
+    truth = object_patches(video, CodecConfig(canvas="crop"))
     cfg = CodecConfig(canvas="crop", budget=256 + 2 * len(truth))
     selection = select_patches(video.path, cfg)
     assert selection.meta["source_codec"] == decoder and decoder not in MV_EXPORTING_DECODERS

@@ -5,10 +5,25 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoTokenizer
 
-from encoder.codec import read_assets
+from connector import ConnectorConfig
+from encoder.codec import AssetSettingsError, read_assets
 from encoder.codec.config import CodecConfig
+from encoder.towers import TowerSpec
+from ovmllm.chat_processor import SampleRejected
+from ovmllm.data.dataset import MixtureDataset
+from ovmllm.data.mixture import MixtureConfig, SourceConfig
 from ovmllm.data.precompute import PrecomputeConfig, precompute
+from ovmllm.media import MediaConfig
+from ovmllm.multimodal_processor import MultimodalProcessor
+from tests.conftest import REAL_DATA
+
+QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
+# The OV-Encoder's spec, without building a tower (only media loading and token counts use it).
+SPEC = TowerSpec("onevision", 14, 64, frozenset({"image", "frames", "codec"}), (0.5,) * 3,
+                 (0.5,) * 3, 504)  # fmt: skip
 
 
 @pytest.fixture()
@@ -81,3 +96,43 @@ def test_bad_shard_is_rejected(dataset):
     root, data = dataset
     with pytest.raises(ValueError, match="shard"):
         precompute(job(data, root, shard="2/2"), progress=False)
+
+
+def test_assets_outside_the_dataset_root_round_trip_through_the_dataset(dataset, tmp_path):
+    """precompute --out elsewhere → rows with codec_assets relative to that asset root → the
+    dataset (its source naming that `assets_root`) builds the sample from the assets alone."""
+    if not QWEN3.is_dir():
+        pytest.skip("../shared/real_data is absent")
+    root, data = dataset
+    out = tmp_path / "elsewhere" / "assets"
+    codec = CodecConfig(canvas="crop", budget=300)
+    summary = precompute(
+        PrecomputeConfig(data=str(data), root=str(root), out=str(out), codec=codec), progress=False
+    )
+    assert summary.assets_root == str(out.resolve())
+    turn = [{"from": "human", "value": "<video>\nWhat moves?"}, {"from": "gpt", "value": "It."}]
+    rows = [json.loads(line) for line in Path(summary.output).read_text().splitlines()]
+    assert rows[1]["codec_assets"] and not Path(rows[1]["codec_assets"]).is_absolute()
+    (root / "with_assets.jsonl").write_text(json.dumps({**rows[1], "conversations": turn}) + "\n")
+    shutil.rmtree(root / "clips")  # the sample can only come from the assets now
+
+    data = str(root / "with_assets.jsonl")
+    sources = [
+        SourceConfig("named", data, str(root), assets_root=summary.assets_root),
+        SourceConfig("unnamed", data, str(root)),
+    ]
+    tokenizer = AutoTokenizer.from_pretrained(QWEN3)
+    processor = MultimodalProcessor(tokenizer, SPEC, ConnectorConfig(), MediaConfig(codec=codec))
+    dataset = MixtureDataset(MixtureConfig(sources), processor)
+    sample = dataset.build(0, 0)
+    want = read_assets(out / rows[1]["codec_assets"]).to_packed()
+    assert torch.equal(sample.visual[0].patches, want.patches)
+    assert torch.equal(sample.visual[0].positions, want.positions)
+    with pytest.raises(SampleRejected, match="asset folder not found"):  # not under root
+        dataset.build(1, 0)
+    other = CodecConfig(canvas="crop", budget=300, residual_weight=1.0)
+    dataset.processor = MultimodalProcessor(
+        tokenizer, SPEC, ConnectorConfig(), MediaConfig(codec=other)
+    )
+    with pytest.raises(AssetSettingsError, match=r"residual_weight=0\.25.*residual_weight=1\.0"):
+        dataset.build(0, 0)

@@ -18,11 +18,10 @@ from encoder.codec.video import open_video
 )  # fmt: skip
 def test_the_mover_is_chosen(make_video, canvas, residual, fusion, least_recall):
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
-    probe = select_patches(video.path, CodecConfig(canvas=canvas))
-    truth = object_patches(video, probe.meta, probe.frame_ids)
+    truth = object_patches(video, CodecConfig(canvas=canvas))
     # K covers the mover's area across frames twice over: once for where it is, once for the
     # background it just uncovered (the frame difference lights up both).
-    budget = probe.meta["hb"] ** 2 + 2 * len(truth)
+    budget = CodecConfig(canvas=canvas).patches_per_frame + 2 * len(truth)
     cfg = CodecConfig(canvas=canvas, budget=budget, residual=residual, fusion=fusion)
     selection = select_patches(video.path, cfg)
     assert selection.meta["motion_source"] == "exported"
@@ -46,9 +45,8 @@ def test_median_compensation_removes_the_pan(make_video):
         assert np.mean(compensated <= 1) > 0.9  # ... and gone after it
     # On the selection: the crop canvas drops the borders where the pan brings in new (intra
     # coded) content, which median compensation, like the reference, cannot tell from motion.
-    probe = select_patches(video.path, CodecConfig(canvas="crop"))
-    truth = object_patches(video, probe.meta, probe.frame_ids)
-    budget = probe.meta["hb"] ** 2 + 2 * len(truth)
+    truth = object_patches(video, CodecConfig(canvas="crop"))
+    budget = CodecConfig(canvas="crop").patches_per_frame + 2 * len(truth)
     found = {
         mode: recall(
             select_patches(
@@ -71,7 +69,7 @@ def test_a_brief_event_is_caught_where_uniform_frames_miss_it(make_video):
     uniform = uniform_frames(video.path, 8, cfg)
     assert not set(uniform.frame_ids.tolist()) & set(video.event_frames)
     onset = int(np.flatnonzero(selection.frame_ids == video.event_frames[0])[0])
-    truth = object_patches(video, selection.meta, selection.frame_ids)
+    truth = object_patches(video, cfg)
     at_onset = truth[truth[:, 0] == onset]
     assert len(at_onset) > 0 and recall(selection.positions, at_onset) == 1.0
 

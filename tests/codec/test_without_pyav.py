@@ -18,6 +18,7 @@ from PIL import Image
 
 import encoder.towers
 import ovmllm.model
+from encoder.codec import CodecConfig
 from encoder.packed import PackedVisualTokens
 from encoder.producers import ImagePolicy, image_item
 from encoder.towers import TowerConfig, build_tower
@@ -26,7 +27,8 @@ from ovmllm.media import MediaConfig, load_video
 tower = build_tower(TowerConfig(name="onevision")).eval()
 picture = Image.fromarray(np.full((60, 80, 3), 128, np.uint8))
 image = image_item(picture, ImagePolicy(size=56), tower.spec.patch_size)
-codec = load_video("unused.mp4", MediaConfig(), tower.spec, assets=sys.argv[1])
+media = MediaConfig(codec=CodecConfig(canvas="crop"))  # the settings the assets were made with
+codec = load_video("unused.mp4", media, tower.spec, assets=sys.argv[1])
 with torch.no_grad():
     out = tower(PackedVisualTokens.concat([image, codec]))
 assert torch.isfinite(out.features).all()

@@ -13,10 +13,8 @@ QWEN3 = REAL_DATA / "tokenizers" / "qwen3"
 
 
 @pytest.fixture(scope="module")
-def qwen3():
-    if not QWEN3.is_dir():
-        pytest.skip("../shared/real_data is absent")
-    return AutoTokenizer.from_pretrained(QWEN3)
+def qwen3(qwen3_tokenizer):
+    return qwen3_tokenizer
 
 
 def supervised_text(tokenizer, sample) -> str:
@@ -169,3 +167,44 @@ def test_a_tokenizer_without_vision_tokens_gets_them_added():
         ).replace(" ", "")
         == "ok<|im_end|>"
     )
+
+
+SHORT_ANSWERS = ["a", "d", "t", "in", "is", "end", "yes", "no", "A", "B", "1", "0"]
+# Llama-3's header layout (its fixed system text included), a template unlike Qwen3's
+LLAMA3_TEMPLATE = (
+    "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{% if m['role'] == 'system' %}Cutting Knowledge Date: December 2023\n"
+    "Today Date: 26 Jul 2024\n\n{% endif %}{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="module", params=["qwen3", "llama3"])
+def templated(request, qwen3):
+    """(processor, end-of-turn marker) for the Qwen3 tokenizer under its own template and under
+    a Llama-3-style one (its header tokens added as special tokens, as Llama-3's tokenizer has)."""
+    if request.param == "qwen3":
+        return ChatProcessor(qwen3), "<|im_end|>"
+    tokenizer = AutoTokenizer.from_pretrained(QWEN3)
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]},
+        replace_extra_special_tokens=False,
+    )
+    tokenizer.chat_template = LLAMA3_TEMPLATE
+    return ChatProcessor(tokenizer), "<|eot_id|>"
+
+
+def test_short_answers_are_supervised_exactly_in_every_turn(templated):
+    processor, end = templated
+
+    def supervised(*answers: str) -> str:
+        turns = []
+        for i, answer in enumerate(answers):
+            question = "<image>\nWhat is it?" if i == 0 else "And the other one?"
+            turns += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+        return supervised_text(processor.tokenizer, processor.encode(turns, [("image", 4)]))
+
+    for answer in SHORT_ANSWERS:
+        assert supervised(answer) == answer + end, answer
+        assert supervised(answer, "Fine.") == answer + end + "Fine." + end, answer
+        assert supervised("Fine.", answer) == "Fine." + end + answer + end, answer

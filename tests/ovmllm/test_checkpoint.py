@@ -170,3 +170,9 @@ def test_frame_separators_split_the_video_run_per_frame(checkpoint, make_video):
         torch.tensor([sample.input_ids]), labels=torch.tensor([sample.labels]), visual=items
     )
     assert torch.isfinite(out.loss)
+
+
+def test_chat_with_no_checkpoint_there_says_so_in_one_line(tmp_path, capsys):
+    assert main(["chat", "--model", str(tmp_path / "MISSING"), "Hi"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "MISSING: no checkpoint folder there" in err

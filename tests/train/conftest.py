@@ -1,5 +1,6 @@
 """Fixtures for the training tests: the process prepared as `ovmllm train` prepares it, the toy
-dataset, stage YAMLs written from the tiny ones, the environment of child processes."""
+dataset, a fresh tiny model folder, stage YAMLs written from the tiny ones, the environment of
+child processes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ovmllm.commands.train import prepare_process
@@ -53,3 +55,42 @@ def write_stage(path: Path, base: str = "tiny_align", **changes) -> Path:
 
 def child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+@pytest.fixture(scope="session")
+def init_folder(toy_data, tmp_path_factory) -> Path:
+    """A fresh tiny model saved as an `ovmllm init` folder: the common starting point."""
+    from train.config import load_stage
+    from train.recipe import load_model
+
+    folder = tmp_path_factory.mktemp("init") / "model"
+    cfg = load_stage(write_stage(folder.parent / "s.yaml"))
+    torch.manual_seed(0)
+    load_model(cfg).save_pretrained(folder)
+    return folder
+
+
+def toy_sources(data: Path) -> dict:
+    return {"seed": 0, "sources": [{"name": "toy", "data": str(data)}]}
+
+
+def learning_stage(tmp_path: Path, init: Path, data_file: Path, zero: int, **changes) -> Path:
+    stage = dict(
+        init_from=str(init),
+        model=None,
+        output_dir=str(tmp_path / "run"),
+        data=toy_sources(data_file),
+        trainability={
+            "base_lr": 2e-3,
+            "parts": {"connector": {"train": True}, "llm": {"train": True, "lr_scale": 0.5}},
+        },
+        schedule={"name": "constant", "warmup_steps": 1},
+        batch_size=4,
+        grad_accum=1,
+        max_steps=24,
+        save_every=0,
+        deepspeed=f"configs/deepspeed/zero{zero}.json",
+        processor={"chat": {"system_prompt": "Answer briefly."}},
+    )
+    stage.update(changes)
+    return write_stage(tmp_path / "stage.yaml", **stage)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,48 +14,12 @@ import torch
 from ovmllm.data.dataset import MixtureDataset, Sample
 from ovmllm.data.mixture import MixtureConfig, SourceConfig, epoch_order
 from ovmllm.model import OVMLLMForCausalLM
-from tests.train.conftest import ROOT, child_env, write_stage
+from tests.train.conftest import ROOT, child_env, learning_stage, toy_sources
 from train.config import load_stage
 from train.heldout import heldout_loss
 from train.lora import apply_lora
 from train.metrics import read_metrics
-from train.recipe import load_model, train
-
-
-@pytest.fixture(scope="module")
-def init_folder(toy_data, tmp_path_factory) -> Path:
-    """A fresh tiny model saved as an `ovmllm init` folder: the common starting point."""
-    folder = tmp_path_factory.mktemp("init") / "model"
-    cfg = load_stage(write_stage(folder.parent / "s.yaml"))
-    torch.manual_seed(0)
-    load_model(cfg).save_pretrained(folder)
-    return folder
-
-
-def toy_sources(data: Path) -> dict:
-    return {"seed": 0, "sources": [{"name": "toy", "data": str(data)}]}
-
-
-def learning_stage(tmp_path: Path, init: Path, data_file: Path, zero: int, **changes) -> Path:
-    stage = dict(
-        init_from=str(init),
-        model=None,
-        output_dir=str(tmp_path / "run"),
-        data=toy_sources(data_file),
-        trainability={
-            "base_lr": 2e-3,
-            "parts": {"connector": {"train": True}, "llm": {"train": True, "lr_scale": 0.5}},
-        },
-        schedule={"name": "constant", "warmup_steps": 1},
-        batch_size=4,
-        grad_accum=1,
-        max_steps=24,
-        save_every=0,
-        deepspeed=f"configs/deepspeed/zero{zero}.json",
-        processor={"chat": {"system_prompt": "Answer briefly."}},
-    )
-    stage.update(changes)
-    return write_stage(tmp_path / "stage.yaml", **stage)
+from train.recipe import train
 
 
 @pytest.mark.parametrize("zero", [2, 3])

@@ -78,8 +78,10 @@ class MultimodalProcessor:
         kind, grid = item.kinds[0], item.grids[0]
         if kind == "image":
             return [total]
-        if kind == "codec":  # rows are sorted by t and each patch gives one token
-            return torch.unique_consecutive(item.positions[:, 0], return_counts=True)[1].tolist()
+        if kind == "codec":  # each patch gives one token; rows were cut in t order
+            # counted per t, not per run of equal t: the `shuffle` control permutes the
+            # positions (not the rows), and the multiset of t, hence each frame's count, is kept
+            return torch.unique(item.positions[:, 0], return_counts=True)[1].tolist()
         frames = -(-grid[0] // self.spec.temporal_patch)
         return [total // frames] * frames
 

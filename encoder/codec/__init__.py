@@ -14,7 +14,7 @@ from encoder.codec.config import CodecConfig
 from encoder.codec.errors import AssetFormatError, AssetSettingsError, VideoDecodeError
 from encoder.codec.selection import PatchSelection
 
-_DECODING = ("select_patches", "select_with_frames", "uniform_frames")
+_DECODING = ("select_patches", "select_with_frames", "select_with_scores", "uniform_frames")
 
 __all__ = [
     "AssetFormatError",
@@ -25,6 +25,7 @@ __all__ = [
     "read_assets",
     "select_patches",
     "select_with_frames",
+    "select_with_scores",
     "uniform_frames",
     "write_assets",
 ]

@@ -94,14 +94,19 @@ def write_assets(
 
 def asset_key(video_id: str, video: Path, cfg: CodecConfig) -> str:
     """The name of a video's asset folder: a hash of how the video is named (`video_id`), its
-    size and mtime, and the codec settings, so a changed video or setting gets new assets."""
+    size and mtime, and the codec settings, so a changed video or setting gets new assets.
+    The default policy (saliency, no controls) is left out of the hash, so the folders made
+    before policies existed keep their names."""
     stat = video.stat()
+    codec = asdict(cfg)
+    if codec["policy"] == "saliency" and not codec["controls"]:
+        del codec["policy"], codec["controls"]
     payload = json.dumps(
         {
             "video": video_id,
             "size": stat.st_size,
             "mtime_ns": stat.st_mtime_ns,
-            "codec": asdict(cfg),
+            "codec": codec,
         },
         sort_keys=True,
     )
@@ -146,6 +151,8 @@ def check_settings(selection: PatchSelection, cfg: CodecConfig, folder: str | Pa
     wanted.update(patch=cfg.patch, grid=cfg.grid)
     settings = selection.meta.get("settings")
     if settings is not None:
+        # meta written before policies existed records neither: those were saliency top-K
+        found.update(policy="saliency", controls=[])
         found.update(settings)
         wanted.update(cfg.selection_settings())
     elif selection.meta.get("layout") != "reference":

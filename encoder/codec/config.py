@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from encoder.codec.policies import check_policy
 
 CANVAS_MODES = ("letterbox", "crop")
 FULL_FRAME_POLICIES = ("first", "iframes", "none")
@@ -42,6 +44,15 @@ class CodecConfig:
     full_frame: str = "first"
     """Frames kept whole before the top-K: the `first` sampled frame, every sampled I-frame
     (`iframes`), or `none`."""
+    policy: str = "saliency"
+    """Which candidates fill the budget left after whole frames: `saliency` (the top-K) or
+    `random` (as many drawn uniformly, seeded by the video path, padding excluded: the chance
+    baseline of codec selection). See `policies.py`."""
+    controls: list[str] = field(default_factory=list)
+    """Applied after the policy, for the probe's controls: `shuffle` (the chosen patches'
+    positions permuted among themselves, pixels kept, seeded by the video path) and
+    `nonsalient:f` (a fraction f of the budget left after whole frames taken from the
+    lowest-scoring candidates instead of the highest; saliency only)."""
     compensate: str = "median"
     """Camera-motion compensation: `none`, `median`, `similarity` or `affine`."""
     residual: str = "diff"
@@ -75,6 +86,8 @@ class CodecConfig:
         _check_choice("compensate", self.compensate, COMPENSATIONS)
         _check_choice("residual", self.residual, RESIDUAL_MODES)
         _check_choice("fusion", self.fusion, FUSIONS)
+        self.controls = list(self.controls)  # a YAML list or a tuple; compared as a list
+        check_policy(self.policy, self.controls)
         default_size, default_patch = CANVAS_DEFAULTS[self.canvas]
         if self.canvas_size is None:
             self.canvas_size = default_size
@@ -121,6 +134,8 @@ class CodecConfig:
             "residual_weight": self.residual_weight if self.fusion == "mean" else None,
             "motion_floor": self.motion_floor,
             "residual_floor": self.residual_floor,
+            "policy": self.policy,
+            "controls": list(self.controls),
         }
 
     @property

@@ -3,7 +3,8 @@
 open the video (count and keep its packets, `video.py`) → plan T frame ids (`plan.py`) →
 decode once, scoring each sampled frame as it comes (`frames.py`: motion and residual cues →
 `saliency.score_frame` on the `Canvas`) → whole frames by policy and one global top-K over the
-rest (`topk.py`) → cut the chosen patches. `uniform_frames`, the dense baseline, shares the
+rest (`topk.py`; `random` ranks seeded draws instead of scores, `policies.py`) → cut the chosen
+patches (→ `shuffle` permutes their positions). `uniform_frames`, the dense baseline, shares the
 decode and the canvas and keeps every patch.
 """
 
@@ -20,6 +21,7 @@ from encoder.codec.config import CodecConfig
 from encoder.codec.errors import VideoDecodeError
 from encoder.codec.frames import SampledFrames, score_frames
 from encoder.codec.plan import resolve_plan, sample_indices
+from encoder.codec.policies import parse_controls, random_scores, shuffle_positions, video_rng
 from encoder.codec.selection import PatchSelection, codec_timeline, uniform_timeline
 from encoder.codec.topk import choose_rows, whole_frames
 from encoder.codec.video import open_video
@@ -34,16 +36,31 @@ def select_with_frames(
     path: str | Path, cfg: CodecConfig
 ) -> tuple[PatchSelection, list[np.ndarray]]:
     """Selection plus the RGB canvases of the T sampled frames (for drawing them)."""
-    selection, sampled = _select(path, cfg)
+    selection, sampled, _ = _select(path, cfg)
     return selection, sampled.canvases(selection.frame_ids)
 
 
-def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, SampledFrames]:
-    frame_ids, sampled, meta = _decode_and_score(path, cfg, cfg.frames, with_scores=True)
+def select_with_scores(
+    path: str | Path, cfg: CodecConfig
+) -> tuple[PatchSelection, np.ndarray, np.ndarray]:
+    """Selection plus the scores it chose on, [T, hb, wb] (saliency, or the seeded draws of
+    `random`), and the candidate mask [hb, wb] (False on padding), for checking a selection."""
+    selection, sampled, scores = _select(path, cfg)
+    return selection, scores, sampled.canvas.candidate_mask()
+
+
+def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, SampledFrames, np.ndarray]:
+    controls = parse_controls(cfg.controls)
+    # `random` needs no saliency: the same frames are decoded and painted, but not scored
+    scored = cfg.policy == "saliency"
+    frame_ids, sampled, meta = _decode_and_score(path, cfg, cfg.frames, with_scores=scored)
     start = time.perf_counter()
     frames = [sampled.by_ordinal[int(i)] for i in frame_ids]
-    scores = np.stack([f.scores for f in frames])
     canvas = sampled.canvas
+    if scored:
+        scores = np.stack([f.scores for f in frames])
+    else:
+        scores = random_scores(str(path), (len(frames), canvas.grid, canvas.grid))
     per_frame = canvas.grid * canvas.grid
     whole = whole_frames([f.pict_type for f in frames], cfg.full_frame, cfg.num_patches, per_frame)
     candidate_mask = canvas.candidate_mask()
@@ -54,8 +71,13 @@ def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, Sampled
             f"on the {canvas.size} px canvas is a whole {canvas.patch} px patch, and "
             f"full_frame={cfg.full_frame!r} keeps no frame whole",
         )
-    positions, candidates = choose_rows(scores, candidate_mask, whole, cfg.num_patches)
-    patches = sampled.cut(frame_ids, positions, cfg.overlap)
+    tie_rng = video_rng(str(path), "nonsalient") if controls.nonsalient else None
+    positions, candidates = choose_rows(
+        scores, candidate_mask, whole, cfg.num_patches, controls.nonsalient, tie_rng
+    )
+    patches = sampled.cut(frame_ids, positions, cfg.overlap)  # needs positions sorted by t
+    if controls.shuffle:
+        positions = shuffle_positions(str(path), positions)
     meta.update(
         policy=cfg.full_frame,
         whole_frames=whole,
@@ -64,6 +86,8 @@ def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, Sampled
         fusion=cfg.fusion,
         residual_weight=cfg.residual_weight,
         settings=cfg.selection_settings(),
+        selection_policy=cfg.policy,
+        controls=list(cfg.controls),
         K=cfg.num_patches,
         candidates=candidates,
     )
@@ -78,7 +102,7 @@ def _select(path: str | Path, cfg: CodecConfig) -> tuple[PatchSelection, Sampled
         grid=(canvas.grid, canvas.grid),
         meta=meta,
     )
-    return selection, sampled
+    return selection, sampled, scores
 
 
 def uniform_frames(path: str | Path, num_frames: int, cfg: CodecConfig) -> PatchSelection:

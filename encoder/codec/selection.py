@@ -33,7 +33,8 @@ class PatchSelection:
 
     kind: str  # "codec" (saliency top-K) | "frames" (uniform baseline, every patch)
     frame_ids: np.ndarray  # int32 [T], original frame numbers
-    positions: np.ndarray  # int32 [K, 3], (t, h, w), rows sorted by (t, h, w)
+    # int32 [K, 3], (t, h, w); rows sorted by (t, h, w) unless the `shuffle` control permuted them
+    positions: np.ndarray
     patches: np.ndarray  # uint8 [K, 3, p, p]
     frame_times: np.ndarray  # int32 [T]
     grid: tuple[int, int]  # (hb, wb) patches per canvas side

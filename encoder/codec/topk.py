@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from encoder.codec.policies import lowest_first
 from encoder.codec.video import PICT_TYPE_I
 
 
@@ -20,13 +21,21 @@ def whole_frames(pict_types: list[int], policy: str, budget: int, per_frame: int
 
 
 def choose_rows(
-    scores: np.ndarray, candidates: np.ndarray, whole: list[int], budget: int
+    scores: np.ndarray,
+    candidates: np.ndarray,
+    whole: list[int],
+    budget: int,
+    lowest_fraction: float = 0.0,
+    tie_rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, int]:
     """Positions [K, 3] (t, h, w) sorted by (t, h, w), and the number of scored candidates.
 
     Whole frames contribute every patch (padding included); the remaining budget goes to one
     global top-K over candidate patches of the other frames, ties broken by lower flat index
-    t * hb * wb + h * wb + w. Fewer candidates than K: the last row repeats up to exactly K.
+    t * hb * wb + h * wb + w. With `lowest_fraction` f (the `nonsalient:f` control), the
+    top-K takes only round(f x remaining) fewer, and that many of the other candidates are
+    taken from the lowest score up, equal scores in the order of `tie_rng`. Fewer candidates
+    than K: the last row repeats up to exactly K.
     """
     _, hb, wb = scores.shape
     per_frame = hb * wb
@@ -34,7 +43,13 @@ def choose_rows(
     eligible[whole] = False
     flat_eligible = np.flatnonzero(eligible)
     remaining = budget - len(whole) * per_frame
-    chosen = flat_eligible[top_k_mask(scores.ravel()[flat_eligible], remaining)]
+    eligible_scores = scores.ravel()[flat_eligible]
+    lowest_count = round(lowest_fraction * remaining) if remaining > 0 else 0
+    keep = top_k_mask(eligible_scores, remaining - lowest_count)
+    if lowest_count:
+        others = np.flatnonzero(~keep)
+        keep[others[lowest_first(eligible_scores[others], tie_rng)[:lowest_count]]] = True
+    chosen = flat_eligible[keep]
     whole_idx = (np.asarray(whole, np.int64)[:, None] * per_frame + np.arange(per_frame)).ravel()
     flat = np.sort(np.concatenate([whole_idx, chosen]))
     if len(flat) < budget:

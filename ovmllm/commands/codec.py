@@ -22,6 +22,7 @@ CODEC_FLAGS = {
     "budget_frames": "budget_frames",
     "budget": "budget",
     "full_frame": "full_frame",
+    "policy": "policy",
     "compensate": "compensate",
     "residual": "residual",
     "fusion": "fusion",
@@ -40,6 +41,12 @@ def _add_codec_flags(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--budget-frames", type=float, help="K as frame-equivalents (8)")
     budget.add_argument("--budget", type=int, help="K as a number of patches")
     parser.add_argument("--full-frame", choices=["first", "iframes", "none"])
+    parser.add_argument(
+        "--policy",
+        choices=["saliency", "random"],
+        help="top-K (saliency) or the seeded uniform draw (random); controls go as an "
+        "override: 'controls=[shuffle,nonsalient:0.5]'",
+    )
     parser.add_argument("--compensate", choices=["none", "median", "similarity", "affine"])
     parser.add_argument("--residual", choices=["diff", "mc"])
     parser.add_argument("--fusion", choices=["mean", "max", "sum", "geomean"])

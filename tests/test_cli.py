@@ -1,6 +1,8 @@
 """The `ovmllm` command end to end (in process), and the config loader behind it."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -61,7 +63,12 @@ def test_config_file_then_overrides(tmp_path):
         load_config(CodecConfig, tmp_path / "missing.yaml")
 
 
-def test_quickstart_runs_the_pipeline(tmp_path, capsys):
+def test_quickstart_runs_the_pipeline(tmp_path, capsys, monkeypatch):
+    # from a folder with no ../shared beside it, as on a user's fresh machine
+    workdir = tmp_path / "fresh" / "ovmllm"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "configs", workdir / "configs")
+    monkeypatch.chdir(workdir)
+    assert not Path("../shared").exists()
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "budget_frames=4"]) == 0
     report = json.loads((tmp_path / "qs" / "report.json").read_text())
     assert report["mover"]["object_recall_codec"] >= 0.9

@@ -19,21 +19,36 @@ import shutil
 import time
 from pathlib import Path
 
+DEMO_TURNS = ("<video>\nWhat moves?", "A square.")
 
-def _model_demo(out: Path) -> dict:
-    """Tiny random model (configs/model/tiny.yaml): checkpoint, reload, loss and a greedy answer
-    on the mover clip. Random weights, so the answer is noise until training exists; what this
-    shows is the pipeline from video to LLM tokens and back."""
+
+def _toy_data_and_tokenizer(out: Path) -> tuple[Path, Path]:
+    """The toy dataset, and a tokenizer trained on its texts: the quickstart needs nothing but
+    what it makes (configs/model/tiny.yaml names the Qwen3 tokenizer of ../shared, which only
+    the development setup has)."""
+    from ovmllm.chat_processor import ChatConfig
+    from ovmllm.data.toy import write_toy_dataset
+    from ovmllm.data.toy_tokenizer import write_toy_tokenizer
+
+    data = write_toy_dataset(out / "toy_data")
+    texts = [ChatConfig().system_prompt, *DEMO_TURNS]
+    for split in ("train", "heldout"):
+        for line in (data / f"{split}.jsonl").read_text().splitlines():
+            texts += [turn["value"] for turn in json.loads(line)["conversations"]]
+    return data, write_toy_tokenizer(out / "tokenizer", texts)
+
+
+def _model_demo(out: Path, tokenizer: Path) -> dict:
+    """Tiny random model (configs/model/tiny.yaml with the toy tokenizer): checkpoint, reload,
+    loss and a greedy answer on the mover clip. Random weights, so the answer is noise until
+    trained; what this shows is the pipeline from video to LLM tokens and back."""
     import torch
 
     from ovmllm.build import ModelConfig, build_model
     from ovmllm.config import load_config
     from ovmllm.model import OVMLLMForCausalLM
 
-    cfg = load_config(ModelConfig, "configs/model/tiny.yaml")
-    if not Path(cfg.tokenizer).is_dir():
-        print(f"\n[model] skipped: tokenizer {cfg.tokenizer} not found (it ships in ../shared)")
-        return {"skipped": f"no tokenizer at {cfg.tokenizer}"}
+    cfg = load_config(ModelConfig, "configs/model/tiny.yaml", [f"tokenizer={tokenizer}"])
     start = time.perf_counter()
     torch.manual_seed(0)
     build_model(cfg).save_pretrained(out / "tiny_model")
@@ -41,8 +56,8 @@ def _model_demo(out: Path) -> dict:
     processor = model.processor
     items = processor.load(video=out / "mover.mp4")
     turns = [
-        {"from": "human", "value": "<video>\nWhat moves?"},
-        {"from": "gpt", "value": "A square."},
+        {"from": "human", "value": DEMO_TURNS[0]},
+        {"from": "gpt", "value": DEMO_TURNS[1]},
     ]
     sample = processor.encode(turns, items)
     with torch.no_grad():
@@ -69,21 +84,17 @@ def _model_demo(out: Path) -> dict:
     return row
 
 
-def _training_demo(out: Path) -> dict:
+def _training_demo(out: Path, data: Path, tokenizer: Path) -> dict:
     """toy data → tiny_align → tiny_instruct (in this process), then held-out loss and an
     answer from the exported model."""
     import torch
 
-    from ovmllm.commands.train import prepare_process
-    from ovmllm.data.toy import write_toy_dataset
     from ovmllm.model import OVMLLMForCausalLM
     from train.config import load_stage
     from train.heldout import heldout_loss
     from train.recipe import initial_model, train
     from train.stopping import EX_TEMPFAIL
 
-    prepare_process()  # in-process stages, as `ovmllm train` runs one
-    data = write_toy_dataset(out / "toy_data")
     heldout = data / "heldout.jsonl"
 
     report = {}
@@ -94,8 +105,9 @@ def _training_demo(out: Path) -> dict:
             f"data.sources=[{{name: toy, data: {data / 'train.jsonl'}}}]",
             f"eval_data={heldout}",
         ]
-        if init is not None:
-            overrides.append(f"init_from={init}")
+        # the first stage builds the model (with the toy tokenizer); the next starts from its
+        # export, which carries the tokenizer
+        overrides.append(f"init_from={init}" if init else f"model.tokenizer={tokenizer}")
         shutil.rmtree(out / stage, ignore_errors=True)  # a demo run starts fresh each time
         summary = train(load_stage(f"configs/train/{stage}.yaml", overrides))
         if summary["stopped_by_signal"]:  # the next stage needs this one's export
@@ -114,7 +126,8 @@ def _training_demo(out: Path) -> dict:
             f"\n[train] {stage}: {summary['steps']} steps, loss {rows[0]['loss']:.3f} -> "
             f"{rows[-1]['loss']:.3f} in {summary['train_seconds']} s; export {summary['export']}"
         )
-    before = initial_model(load_stage("configs/train/tiny_align.yaml")).eval()  # its init
+    first_stage = load_stage("configs/train/tiny_align.yaml", [f"model.tokenizer={tokenizer}"])
+    before = initial_model(first_stage).eval()  # its init
     after = OVMLLMForCausalLM.from_pretrained(out / "tiny_instruct" / "export").eval()
     report["heldout_loss_before"] = round(heldout_loss(before, heldout), 4)
     report["heldout_loss_after"] = round(heldout_loss(after, heldout), 4)
@@ -150,8 +163,10 @@ def run(args: argparse.Namespace) -> int:
     )
     from encoder.codec.show import save_sheet, selection_sheet
     from encoder.codec.synthetic import object_patches, recall, write_synthetic_video
+    from ovmllm.commands.train import prepare_process
     from ovmllm.config import load_config, write_config
 
+    prepare_process()  # the stages run in this process, set up as `ovmllm train` sets up one
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = load_config(CodecConfig, None, list(args.overrides))
@@ -219,9 +234,9 @@ def run(args: argparse.Namespace) -> int:
                 f"uniform {frames_equiv} frames hit {row['event_frames_in_uniform']}"
             )
         print(f"  assets: {folder}\n  sheet:  {sheet}")
-    report["model"] = _model_demo(out)
-    if "skipped" not in report["model"]:
-        report["train"] = _training_demo(out)
+    data, tokenizer = _toy_data_and_tokenizer(out)
+    report["model"] = _model_demo(out, tokenizer)
+    report["train"] = _training_demo(out, data, tokenizer)
     (out / "report.json").write_text(json.dumps(report, indent=1))
     print(f"\nreport: {out / 'report.json'}")
     return 0

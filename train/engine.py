@@ -62,6 +62,15 @@ def init_distributed() -> Dist:
     return Dist(rank, world_size, local_rank, device)
 
 
+def gather_objects(items: list) -> list[list]:
+    """Collective: every rank's `items`, in rank order (`[items]` without a group of several)."""
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
+        return [items]
+    gathered: list = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, items)
+    return gathered
+
+
 def deepspeed_config(cfg: StageConfig, world_size: int) -> dict:
     """The DeepSpeed JSON with every `"auto"` filled from the stage config."""
     path = Path(cfg.deepspeed)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from train.engine import gather_objects
+
 MANIFEST_FILE = "manifest.sha256"
 CHUNK = 1 << 24
 
@@ -24,12 +26,8 @@ class CheckpointIntegrityError(ValueError):
 
 
 def _gather(items: list) -> list:
-    """The items of every rank, concatenated in rank order (a group of one: these)."""
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() == 1:
-        return items
-    gathered: list = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(gathered, items)
-    return [item for rank_items in gathered for item in rank_items]
+    """The items of every rank, concatenated in rank order."""
+    return [item for rank_items in gather_objects(items) for item in rank_items]
 
 
 def _share(names: list[str]) -> list[str]:

@@ -24,7 +24,7 @@ from ovmllm.data.dataset import MixtureDataset
 from train.checkpoint import Checkpointer, TrainState
 from train.config import StageConfig
 from train.data import StepBatch
-from train.engine import Dist
+from train.engine import Dist, gather_objects
 from train.heldout import loss_sums
 from train.metrics import RunLogger
 from train.stopping import StopRequest, check_rejection_rate
@@ -49,14 +49,6 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     torch.distributed.all_reduce(tensor)
     return tensor.tolist()
-
-
-def _gather(items: list, dist: Dist) -> list[list]:
-    if dist.world_size == 1:
-        return [items]
-    gathered: list = [None] * dist.world_size
-    torch.distributed.all_gather_object(gathered, items)
-    return gathered
 
 
 def train_step(engine, step: StepBatch, dist: Dist, votes: Sequence[bool] = ()) -> StepResult:
@@ -160,7 +152,7 @@ class Trainer:
                 f"step {state.step}: no supervised token in the global batch (all rejected?): "
                 "no optimizer step"
             )
-        for rank_rejected in _gather(batch.rejected, self.dist) if result.rejected else ():
+        for rank_rejected in gather_objects(batch.rejected) if result.rejected else ():
             for item in rank_rejected:
                 state.rejections.add(item.reason, item.id, keep_ids=KEEP_REJECTED_IDS)
                 self.logger.rejected(state.step, item.position, item.id, item.reason)

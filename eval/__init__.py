@@ -1,0 +1,1 @@
+"""Evaluation: the lmms-eval model plugin, benchmark suites, leaderboards and ablations."""

@@ -1,0 +1,248 @@
+"""The lmms-eval chat model `ovmllm`: a checkpoint folder answering lmms-eval's requests.
+
+Registered through lmms-eval's `lmms_eval.models` entry point (`eval/plugin.py`), so an unmodified
+`python -m lmms_eval --model ovmllm --model_args pretrained=DIR,... --tasks ...` runs it. Requests
+are answered greedily in batches of lmms-eval's own `--batch_size`, left-padded; media go through
+the checkpoint's processor (codec selections cached on disk per video and settings). A request
+whose media cannot be read is answered with "" (scored wrong), logged with its id and reason, and
+kept in `media_failures` for the run record.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from loguru import logger
+from tqdm import tqdm
+
+from encoder.codec.errors import VideoDecodeError
+from encoder.producers import ImageDecodeError
+from eval.messages import Conversation, UnsupportedRequest, to_conversation
+from eval.model_args import EvalModelArgs, parse_model_args
+from lmms_eval.api.model import lmms
+from ovmllm.chat_processor import SampleRejected
+from ovmllm.config import load_config
+from ovmllm.media import load_image, load_video
+from ovmllm.model import OVMLLMForCausalLM
+from ovmllm.multimodal_processor import PROCESSOR_FILE, ProcessorOverrides
+
+DEFAULT_CACHE = "~/.cache/ovmllm/selections"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# What makes one request unanswerable without stopping the run: unreadable or unsupported media,
+# a conversation the chat template refuses.
+REQUEST_FAILURES = (
+    UnsupportedRequest,
+    SampleRejected,
+    ImageDecodeError,
+    VideoDecodeError,
+    FileNotFoundError,
+    OSError,
+    ValueError,
+)
+
+
+class NotACheckpoint(ValueError):
+    """A folder that is not an ovmllm checkpoint."""
+
+
+def check_checkpoint(folder: str | Path) -> Path:
+    """The folder, if it holds an ovmllm model with its processor; otherwise one clear line."""
+    folder = Path(folder).expanduser()
+    config = folder / "config.json"
+    if not config.is_file():
+        raise NotACheckpoint(f"{folder}: not an ovmllm checkpoint (no config.json)")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NotACheckpoint(f"{config}: unreadable ({exc})") from exc
+    if model_type != "ovmllm":
+        raise NotACheckpoint(f"{folder}: model_type is {model_type!r}, not an ovmllm checkpoint")
+    if not (folder / PROCESSOR_FILE).is_file():
+        raise NotACheckpoint(f"{folder}: no {PROCESSOR_FILE} (the media and chat settings)")
+    return folder
+
+
+def saved_video_mode(folder: Path) -> str:
+    return json.loads((folder / PROCESSOR_FILE).read_text())["media"].get("video_mode", "codec")
+
+
+class OVMLLMEval(lmms):
+    is_simple = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__()
+        args, harness = parse_model_args(kwargs)
+        self.args = args
+        self.batch_size = _batch_size(harness.get("batch_size", 1))
+        folder = check_checkpoint(args.pretrained)
+        overrides = load_config(
+            ProcessorOverrides, None, args.processor_overrides(saved_video_mode(folder))
+        )
+        if args.dtype not in DTYPES:
+            raise ValueError(f"ovmllm model_args: dtype={args.dtype!r} is not {'|'.join(DTYPES)}")
+
+        self.accelerator = Accelerator()
+        if self.accelerator.num_processes > 1:  # `accelerate launch --num_processes N`
+            self._rank = self.accelerator.process_index
+            self._world_size = self.accelerator.num_processes
+            self._device = self.accelerator.device
+        else:
+            self._device = _device(harness.get("device"))
+        model = OVMLLMForCausalLM.from_pretrained(
+            folder, processor_overrides=overrides, dtype=DTYPES[args.dtype]
+        )
+        self.model = model.to(self._device).eval()
+        self.processor = model.processor
+        self._set_budget(args)
+        if args.cache_dir != "none" and self.processor.media.video_mode == "codec":
+            cache = Path(args.cache_dir or DEFAULT_CACHE).expanduser()
+            self.processor.media.cache_dir = str(cache)
+        self.tokenizer = self.processor.tokenizer
+        self.media_failures: list[dict] = []
+        self.timing = {"requests": 0, "media_s": 0.0, "generate_s": 0.0}
+        self._warned_sampling = False
+
+    def _set_budget(self, args: EvalModelArgs) -> None:
+        # The codec config lets `budget` win over `budget_frames`: asking for one clears the other
+        # so the asked-for budget is the one in effect whatever the checkpoint saved.
+        codec = self.processor.media.codec
+        if args.budget_frames is not None:
+            codec.budget = None
+        if args.budget is not None:
+            codec.budget_frames = None
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def clean(self) -> None:
+        """Keep the model: lmms-eval calls this after every evaluation and its default drops
+        every module, while `ovmllm eval` runs one evaluation per task on one loaded model."""
+
+    # -- lmms-eval's interface ---------------------------------------------------------------
+
+    def loglikelihood(self, requests) -> list:
+        tasks = sorted({request.args[-2] if len(request.args) > 2 else "?" for request in requests})
+        raise NotImplementedError(
+            f"the ovmllm model answers generate_until tasks only (all 16 paper tasks are "
+            f"generate_until in lmms-eval 0.7.3); {', '.join(map(str, tasks))} asked for "
+            f"loglikelihood scoring"
+        )
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError("the ovmllm model does not answer multi-round tasks")
+
+    def generate_until(self, requests) -> list[str]:
+        answers: list[str | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):  # one generation setting per batch
+            key = json.dumps(request.args[2], sort_keys=True, default=str)
+            groups.setdefault(key, []).append(index)
+        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="ovmllm answering")
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                batch = indices[start : start + self.batch_size]
+                for index, answer in zip(batch, self._answer([requests[i] for i in batch])):
+                    answers[index] = answer
+                progress.update(len(batch))
+        progress.close()
+        return [answer or "" for answer in answers]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _answer(self, requests: list) -> list[str]:
+        prompts, visual, live = [], [], []
+        for position, request in enumerate(requests):
+            started = time.perf_counter()
+            prepared = self._prepare(request)
+            self.timing["media_s"] += time.perf_counter() - started
+            if prepared is not None:
+                prompts.append(prepared[0])
+                visual.extend(prepared[1])
+                live.append(position)
+        self.timing["requests"] += len(requests)
+        answers = [""] * len(requests)
+        if not live:
+            return answers
+        started = time.perf_counter()
+        texts = self._generate(prompts, visual, requests[0].args[2])
+        self.timing["generate_s"] += time.perf_counter() - started
+        for position, text in zip(live, texts, strict=True):
+            answers[position] = text
+        return answers
+
+    def _prepare(self, request) -> tuple[list[int], list] | None:
+        _, doc_to_messages, _, doc_id, task, split = request.args
+        try:
+            conversation = to_conversation(doc_to_messages(self.task_dict[task][split][doc_id]))
+            items = self._load_media(conversation)
+            return self.processor.prompt(conversation.turns, items), items
+        except REQUEST_FAILURES as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.warning(f"ovmllm: {task} doc {doc_id} answered empty: {reason}")
+            self.media_failures.append({"task": task, "doc_id": doc_id, "reason": reason})
+            return None
+
+    def _load_media(self, conversation: Conversation) -> list:
+        media, spec = self.processor.media, self.processor.spec
+        return [
+            load_image(medium.source, media, spec)
+            if medium.kind == "image"
+            else load_video(medium.source, media, spec)
+            for medium in conversation.media
+        ]
+
+    def _generate(self, prompts: list[list[int]], visual: list, gen_kwargs: dict) -> list[str]:
+        pad = self.tokenizer.pad_token_id
+        pad = self.tokenizer.eos_token_id if pad is None else pad
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):  # left padding: every prompt ends at the last column
+            input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            attention_mask[row, width - len(prompt) :] = 1
+        if not self._warned_sampling and (
+            gen_kwargs.get("do_sample") or float(gen_kwargs.get("temperature") or 0) > 0
+        ):
+            logger.warning("ovmllm decodes greedily; the task's sampling settings are ignored")
+            self._warned_sampling = True
+        new = self.model.generate(
+            input_ids.to(self._device),
+            visual=[item.to_device(self._device) for item in visual] or None,
+            attention_mask=attention_mask.to(self._device),
+            max_new_tokens=int(gen_kwargs.get("max_new_tokens") or 128),
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad,
+        )
+        until = gen_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else list(until)
+        return [_cut(self.tokenizer.decode(row, skip_special_tokens=True), until) for row in new]
+
+
+def _cut(text: str, until: list[str]) -> str:
+    for stop in until:
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    return text.strip()
+
+
+def _batch_size(value) -> int:
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"ovmllm: --batch_size {value!r} must be a positive integer") from None
+    if size < 1:
+        raise ValueError(f"ovmllm: --batch_size {value!r} must be a positive integer")
+    return size
+
+
+def _device(requested: str | None) -> torch.device:
+    if requested and requested.startswith("cuda") and not torch.cuda.is_available():
+        logger.warning(f"ovmllm: --device {requested} but no CUDA device: running on the CPU")
+        return torch.device("cpu")
+    return torch.device(requested or ("cuda" if torch.cuda.is_available() else "cpu"))

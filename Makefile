@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
+LMMS_EVAL_PIN := lmms-eval==0.7.3
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-all lint quickstart bench clean
+.PHONY: install install-eval-full test test-all lint quickstart bench clean
 
 install: $(STAMP)
 
@@ -13,8 +14,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet $(TORCH_PIN)
 	$(PY) -m pip install --quiet -e '.[dev]'
-	$(PY) -c "import torch, av; print('torch', torch.__version__, 'av', av.__version__)"
+	# --no-deps: its declared pins would replace torch, av and wandb (../shared/ENV.md)
+	$(PY) -m pip install --quiet --no-deps $(LMMS_EVAL_PIN)
+	$(PY) -c "import torch, av, lmms_eval.evaluator; print('torch', torch.__version__, 'av', av.__version__)"
 	touch $(STAMP)
+
+# The packages some lmms-eval tasks import (videomme, tomato, longvideobench, ocrbench_v2, mmbench).
+install-eval-full: install
+	$(PY) -m pip install -e '.[eval-full]'
 
 # pytest exits 5 when it collects no test; that is not a failure of the code under test.
 test: install

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from lmms_eval.api.model import lmms
 from loguru import logger
 from tqdm import tqdm
 
@@ -23,7 +24,6 @@ from encoder.codec.errors import VideoDecodeError
 from encoder.producers import ImageDecodeError
 from eval.messages import Conversation, UnsupportedRequest, to_conversation
 from eval.model_args import EvalModelArgs, parse_model_args
-from lmms_eval.api.model import lmms
 from ovmllm.chat_processor import SampleRejected
 from ovmllm.config import load_config
 from ovmllm.media import load_image, load_video
@@ -146,7 +146,8 @@ class OVMLLMEval(lmms):
         for indices in groups.values():
             for start in range(0, len(indices), self.batch_size):
                 batch = indices[start : start + self.batch_size]
-                for index, answer in zip(batch, self._answer([requests[i] for i in batch])):
+                texts = self._answer([requests[i] for i in batch])
+                for index, answer in zip(batch, texts, strict=True):
                     answers[index] = answer
                 progress.update(len(batch))
         progress.close()

@@ -103,8 +103,8 @@ def _sources(real_data: Path | None, temporal: Path | None) -> dict[str, Callabl
         sources["ovmllm_chartqa_local"] = lambda: chartqa_docs(real_data)
     if temporal is not None:
         for family in TEMPORAL_FAMILIES:
-            sources[f"ovmllm_temporal_{family}"] = (
-                lambda family=family: temporal_docs(temporal, family)
+            sources[f"ovmllm_temporal_{family}"] = lambda family=family: temporal_docs(
+                temporal, family
             )
     return sources
 

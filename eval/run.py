@@ -125,6 +125,8 @@ def run_eval(request: EvalRequest, task_manager=None, progress=print) -> Path:
         return Path(request.out)
 
     media = _media_record(lm)
+    configs = merged.get("configs", {})
+    generation = {task: cfg.get("generation_kwargs", {}) for task, cfg in configs.items()}
     tower = lm.model.config.tower["name"]
     record = {
         "name": request.name or _default_name(request.model, media),
@@ -133,11 +135,7 @@ def run_eval(request: EvalRequest, task_manager=None, progress=print) -> Path:
         "tower": tower,
         **media,
         "model_args": request.model_args,
-        "generation": {
-            "decoding": "greedy",
-            "per_task": {task: cfg.get("generation_kwargs", {})
-                         for task, cfg in merged.get("configs", {}).items()},
-        },  # fmt: skip
+        "generation": {"decoding": "greedy", "per_task": generation},
         "limit": request.limit,
         "batch_size": request.batch_size,
         "tasks": status,

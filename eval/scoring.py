@@ -34,7 +34,9 @@ def chosen_letter(response: str, options: list[str]) -> str | None:
     if match and match.group(1) in letters:
         return match.group(1)
     text = response.strip().lower().rstrip(".")
-    named = [letter for letter, option in zip(letters, options) if option.lower() in text]
+    named = [
+        letter for letter, option in zip(letters, options, strict=True) if option.lower() in text
+    ]
     return named[0] if len(named) == 1 else None
 
 

@@ -17,7 +17,13 @@ SUBCOMMANDS = {
     "init": ("ovmllm.commands.init", "build a model from a config and save a checkpoint"),
     "chat": ("ovmllm.commands.chat", "answer one question about images or a video"),
     "toydata": ("ovmllm.commands.toydata", "write the toy dataset of the tiny training stages"),
+    "data": ("ovmllm.commands.data", "write a generated dataset (temporal video QA)"),
     "train": ("ovmllm.commands.train", "run one training stage (DeepSpeed)"),
+    "eval": ("ovmllm.commands.eval", "evaluate a checkpoint on an lmms-eval suite"),
+    "leaderboard": (
+        "ovmllm.commands.leaderboard",
+        "tables and a chart of evaluated runs beside the paper's numbers",
+    ),
     "quickstart": (
         "ovmllm.commands.quickstart",
         "the most complete pipeline so far, on its own data",

@@ -55,7 +55,10 @@ def _local_tasks(args: argparse.Namespace, out: Path):
     from ovmllm.data.temporal import write_temporal_dataset
 
     real_data = Path(args.real_data) if Path(args.real_data).is_dir() else None
-    temporal = write_temporal_dataset(args.temporal)  # returns the cached one when present
+    temporal = Path(args.temporal)
+    if not (temporal / "config.json").is_file():  # a written dataset is used as it is
+        print(f"writing the temporal QA dataset to {temporal} (once; about 2 minutes)")
+        write_temporal_dataset(temporal)
     return write_local_tasks(out.parent / f"{out.name}-tasks", real_data, temporal)
 
 

@@ -1,0 +1,260 @@
+"""The lmms-eval model `ovmllm`: strict model_args, chat messages, scoring hooks, and whole runs
+of a tiny random checkpoint on local tasks — through the real `lmms_eval` entry point (two
+processes) and through `ovmllm eval`'s Python run, in codec (saliency, random) and frames mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from eval.messages import UnsupportedRequest, to_conversation
+from eval.model_args import parse_model_args
+from eval.scoring import chosen_letter, edit_distance, relaxed_correct
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+# -- model_args ------------------------------------------------------------------------------
+
+
+def test_an_unknown_model_arg_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="polcy"):
+        parse_model_args({"pretrained": "x", "polcy": "random", "batch_size": "4"})
+    with pytest.raises(ValueError, match="pretrained"):
+        parse_model_args({"policy": "random"})
+    with pytest.raises(ValueError, match="budget or budget_frames"):
+        parse_model_args({"pretrained": "x", "budget": 64, "budget_frames": 2})
+
+
+def test_model_args_become_processor_overrides():
+    args, harness = parse_model_args(
+        {"pretrained": "x", "policy": "random", "controls": "shuffle+nonsalient:0.5",
+         "frames": 32, "budget_frames": 4, "batch_size": "8", "device": None}
+    )  # fmt: skip
+    assert harness == {"batch_size": "8"}
+    overrides = args.processor_overrides(saved_video_mode="codec")
+    assert "media.codec.policy=random" in overrides
+    assert "media.codec.controls=[shuffle,nonsalient:0.5]" in overrides
+    assert "media.codec.frames=32" in overrides  # T of the codec selection
+    frames_args, _ = parse_model_args({"pretrained": "x", "video_mode": "frames", "frames": 4})
+    assert "media.frames=4" in frames_args.processor_overrides(saved_video_mode="codec")
+    none_args, _ = parse_model_args({"pretrained": "x", "controls": "none"})
+    assert none_args.processor_overrides("codec") == ["media.codec.controls=[]"]
+
+
+# -- chat messages ---------------------------------------------------------------------------
+
+
+def test_messages_keep_media_in_placeholder_order():
+    image = Image.new("RGB", (8, 8))
+    conversation = to_conversation([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [
+            {"type": "image", "url": image}, {"type": "video", "url": "/v.mp4"},
+            {"type": "image", "url": "/b.png"}, {"type": "text", "text": "Which?"}]},
+    ])  # fmt: skip
+    assert [m.kind for m in conversation.media] == ["image", "video", "image"]
+    assert conversation.turns == [
+        {"from": "system", "value": "Be brief."},
+        {"from": "human", "value": "<image>\n<video>\n<image>\nWhich?"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ([{"type": "video", "url": "a.mp4"}, {"type": "video", "url": "b.mp4"}], "more than one"),
+        ([{"type": "video", "url": {"url": "a.mp4", "video_start": 1.0}}], "video_start"),
+        ([{"type": "audio", "url": "a.wav"}], "audio"),
+    ],
+)
+def test_requests_the_model_cannot_answer_are_refused_with_the_reason(content, reason):
+    with pytest.raises(UnsupportedRequest, match=reason):
+        to_conversation([{"role": "user", "content": content}])
+
+
+# -- scoring hooks ---------------------------------------------------------------------------
+
+
+def test_chosen_letter_reads_letters_and_option_texts():
+    options = ["red", "green", "blue"]
+    assert chosen_letter("B", options) == "B"
+    assert chosen_letter("(C) blue", options) == "C"
+    assert chosen_letter("A. red.", options) == "A"
+    assert chosen_letter("It is green.", options) == "B"
+    assert chosen_letter("D", options) is None  # not an option
+    assert chosen_letter("red or blue", options) is None  # names two
+
+
+def _reference_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ca != cb))
+    return row[-1]
+
+
+def test_edit_distance_matches_the_textbook_recurrence():
+    rng = random.Random(0)
+    for _ in range(200):
+        a = "".join(rng.choice("abcé ") for _ in range(rng.randint(0, 12)))
+        b = "".join(rng.choice("abcé ") for _ in range(rng.randint(0, 12)))
+        assert edit_distance(a, b) == _reference_distance(a, b), (a, b)
+
+
+def test_relaxed_accuracy_allows_five_percent_on_numbers_only():
+    assert relaxed_correct("2.5", "2.42")  # 3.3% off
+    assert not relaxed_correct("2.6", "2.42")  # 7.4% off
+    assert relaxed_correct("spain.", "Spain")
+    assert not relaxed_correct("Spainish", "Spain")
+
+
+# -- whole runs on a tiny checkpoint ---------------------------------------------------------
+
+
+def _metric(results: dict, task: str, metric: str) -> float:
+    value = results["results"][task][f"{metric},none"]
+    assert isinstance(value, float), results["results"][task]
+    return value
+
+
+def test_lmms_eval_cli_runs_the_plugin_on_two_processes(tiny_checkpoint, local_tasks, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m lmms_eval --model ovmllm`: the
+    requests are split by rank (gloo on CPU; accelerate's `--cpu` would start one process)."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+        "2", "--main_process_port", "29533", "-m", "lmms_eval", "--model", "ovmllm",
+        "--model_args", f"pretrained={tiny_checkpoint},cache_dir={tmp_path / 'cache'}",
+        "--tasks", "ovmllm_temporal_event,ovmllm_chartqa_local", "--include_path",
+        str(local_tasks[0]),
+        "--limit", "4", "--batch_size", "2", "--output_path", str(tmp_path / "out"),
+        "--log_samples",
+    ]  # fmt: skip
+    env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    results_files = list((tmp_path / "out").rglob("*_results.json"))
+    # the CLI can exit 0 after a traceback: the results JSON and its metric decide
+    assert results_files, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(results_files[0].read_text())
+    _metric(results, "ovmllm_temporal_event", "accuracy")
+    _metric(results, "ovmllm_chartqa_local", "relaxed_accuracy")
+    samples = next((tmp_path / "out").rglob("*samples_ovmllm_chartqa_local.jsonl"))
+    doc_ids = sorted(json.loads(line)["doc_id"] for line in samples.open())
+    assert doc_ids == [0, 1, 2, 3]  # both ranks' answers, gathered
+    assert list((tmp_path / "cache").iterdir()), "codec selections are cached on disk"
+
+
+def _run(checkpoint, task_manager, out, names, **model_args):
+    from eval.run import EvalRequest, run_eval
+
+    request = EvalRequest(
+        model=str(checkpoint), tasks=names, out=str(out), limit=2, batch_size=2,
+        model_args={"cache_dir": str(out.parent / "cache"), **model_args},
+    )  # fmt: skip
+    folder = run_eval(request, task_manager=task_manager, progress=lambda _: None)
+    return json.loads((folder / "run.json").read_text()), json.loads(
+        (folder / "results.json").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    "model_args, expected",
+    [
+        ({"policy": "random"}, {"video_mode": "codec", "policy": "random"}),
+        ({"video_mode": "frames", "frames": "4"}, {"video_mode": "frames", "frames": 4}),
+    ],
+)
+def test_ovmllm_eval_records_the_settings_it_ran(
+    tiny_checkpoint, local_tasks, lmms_task_manager, tmp_path, model_args, expected
+):
+    record, results = _run(
+        tiny_checkpoint, lmms_task_manager, tmp_path / "run", ["ovmllm_demo_video_mc"], **model_args
+    )
+    assert {key: record[key] for key in expected} == expected
+    assert record["tower"] == "onevision"
+    assert record["tasks"]["ovmllm_demo_video_mc"]["status"] == "ok"
+    assert set(record["versions"]) == {"ovmllm", "lmms_eval", "transformers", "torch"}
+    assert record["generation"]["per_task"]["ovmllm_demo_video_mc"]["max_new_tokens"] == 16
+    _metric(results, "ovmllm_demo_video_mc", "accuracy")
+    assert (tmp_path / "run" / "samples_ovmllm_demo_video_mc.jsonl").is_file()
+
+
+def test_a_missing_video_is_scored_wrong_and_the_run_goes_on(
+    tiny_checkpoint, local_tasks, lmms_task_manager, tmp_path
+):
+    names = ["ovmllm_broken_video_mc", "no_such_task", "ovmllm_chartqa_local"]
+    record, results = _run(tiny_checkpoint, lmms_task_manager, tmp_path / "run", names)
+    assert record["media_failures"] == 1
+    failure = record["media_failure_list"][0]
+    assert failure["task"] == "ovmllm_broken_video_mc" and failure["doc_id"] == 1
+    assert "missing.mp4" in failure["reason"]
+    assert record["tasks"]["no_such_task"]["status"] == "failed"
+    assert record["tasks"]["ovmllm_chartqa_local"]["status"] == "ok"
+    assert results["n-samples"]["ovmllm_broken_video_mc"]["effective"] == 2
+
+
+def test_answers_equal_a_direct_generate_and_do_not_depend_on_the_batch(
+    tiny_checkpoint, local_tasks
+):
+    from lmms_eval.api.instance import Instance
+
+    from eval.lmms_model import OVMLLMEval
+    from eval.scoring import doc_to_visual
+    from ovmllm.model import OVMLLMForCausalLM
+
+    name = "ovmllm_chartqa_local"
+    docs = [json.loads(line) for line in (local_tasks[0] / "chartqa_local.jsonl").open()][:3]
+
+    def doc_to_messages(doc):  # what lmms-eval builds from doc_to_visual and doc_to_text
+        content = [{"type": "image", "url": image} for image in doc_to_visual(doc)]
+        return [{"role": "user", "content": [*content, {"type": "text", "text": doc["prompt"]}]}]
+
+    settings = {"max_new_tokens": 8, "until": ["\n\n"]}
+    requests = [
+        Instance(
+            "generate_until",
+            (None, doc_to_messages, settings, i, name, "test"),
+            i,
+            {"task": name, "doc_id": i, "repeats": 1},
+        )
+        for i in range(len(docs))
+    ]
+    answers = {}
+    for batch_size in (1, 3):
+        plugin = OVMLLMEval(
+            pretrained=str(tiny_checkpoint), batch_size=batch_size, cache_dir="none"
+        )
+        plugin.task_dict = {name: {"test": docs}}
+        answers[batch_size] = plugin.generate_until(requests)
+    assert answers[1] == answers[3]
+
+    model = OVMLLMForCausalLM.from_pretrained(tiny_checkpoint).eval()
+    processor = model.processor
+    doc = docs[0]
+    items = processor.load(images=[Image.open(doc["image"]).convert("RGB")])
+    turns = [{"from": "human", "value": "<image>\n" + doc["prompt"]}]
+    prompt = torch.tensor([processor.prompt(turns, items)])
+    new = model.generate(prompt, visual=items, max_new_tokens=8, do_sample=False)
+    direct = processor.tokenizer.decode(new[0], skip_special_tokens=True)
+    assert answers[1][0] == direct.split("\n\n")[0].strip()
+    with pytest.raises(NotImplementedError, match="generate_until tasks only"):
+        plugin.loglikelihood(requests)
+
+
+def test_a_folder_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, capsys):
+    from eval.lmms_model import NotACheckpoint, OVMLLMEval
+    from ovmllm.cli import main
+
+    with pytest.raises(NotACheckpoint, match="not an ovmllm checkpoint"):
+        OVMLLMEval(pretrained=str(tmp_path))
+    assert main(["eval", "--model", str(tmp_path), "--tasks", "ovmllm_chartqa_local"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not an ovmllm checkpoint" in err

@@ -22,7 +22,7 @@ from encoder.files import atomic_dir
 TEMPLATES = Path(__file__).parent / "tasks"
 DATA_FILES = re.compile(r"data_files: \{test: ([\w.-]+)\}")
 OPTION = re.compile(r"^([A-Z])\. (.+)$", re.MULTILINE)
-TEMPORAL_FAMILIES = ("event", "which_moved", "direction", "entries", "static")
+TEMPORAL_FAMILIES = ("event", "which_moved", "direction", "entries", "static_control")
 OCR_PROMPT = "Read all the text in the image."
 CHARTQA_SUFFIX = "\nAnswer the question with a single word."  # lmms-eval chartqa's post_prompt
 
@@ -133,6 +133,9 @@ def write_local_tasks(
                 docs = sources[name]()
             except (OSError, KeyError, ValueError, IndexError) as exc:
                 result.unavailable[name] = f"{type(exc).__name__}: {exc}"
+                continue
+            if not docs:
+                result.unavailable[name] = "its source holds no docs"
                 continue
             template = (TEMPLATES / f"{name}.yaml").read_text()
             data_name = DATA_FILES.search(template).group(1)

@@ -10,6 +10,7 @@ model reads the merger output only).
 from __future__ import annotations
 
 import torch
+from torch import nn
 from transformers import Qwen3VLVisionConfig
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLVisionModel
 
@@ -65,6 +66,11 @@ class Qwen3VitTower(VisionTower):
             f"qwen3_vit random init has sizes {list(RANDOM_INIT_SIZES)}; "
             f"give tower.path for {cfg.size!r}"
         )
+
+    def unused_modules(self) -> list[nn.Module]:
+        # Qwen3-VL's deepstack mergers (the official 4B tower has three) feed its LLM's early
+        # layers, which this model does not have: they run but reach no loss.
+        return list(self.model.deepstack_merger_list)
 
     def _item_input(
         self, cells: torch.Tensor, grid: tuple[int, int, int]

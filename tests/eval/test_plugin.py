@@ -165,26 +165,35 @@ def _run(checkpoint, task_manager, out, names, **model_args):
     )
 
 
-@pytest.mark.parametrize(
-    "model_args, expected",
-    [
-        ({"policy": "random"}, {"video_mode": "codec", "policy": "random"}),
-        ({"video_mode": "frames", "frames": "4"}, {"video_mode": "frames", "frames": 4}),
-    ],
-)
-def test_ovmllm_eval_records_the_settings_it_ran(
-    tiny_checkpoint, local_tasks, lmms_task_manager, tmp_path, model_args, expected
+def test_ovmllm_eval_records_its_settings_and_feeds_the_leaderboard(
+    tiny_checkpoint, lmms_task_manager, tmp_path
 ):
-    record, results = _run(
-        tiny_checkpoint, lmms_task_manager, tmp_path / "run", ["ovmllm_demo_video_mc"], **model_args
-    )
-    assert {key: record[key] for key in expected} == expected
-    assert record["tower"] == "onevision"
-    assert record["tasks"]["ovmllm_demo_video_mc"]["status"] == "ok"
-    assert set(record["versions"]) == {"ovmllm", "lmms_eval", "transformers", "torch"}
-    assert record["generation"]["per_task"]["ovmllm_demo_video_mc"]["max_new_tokens"] == 16
-    _metric(results, "ovmllm_demo_video_mc", "accuracy")
-    assert (tmp_path / "run" / "samples_ovmllm_demo_video_mc.jsonl").is_file()
+    """Codec with the random policy and frames mode on the same checkpoint, each run's record,
+    then `ovmllm leaderboard` over the two results folders."""
+    from ovmllm.cli import main
+
+    task = "ovmllm_temporal_direction"
+    runs = {
+        "random": ({"policy": "random"}, {"video_mode": "codec", "policy": "random"}),
+        "frames": ({"video_mode": "frames", "frames": "4"}, {"video_mode": "frames", "frames": 4}),
+    }
+    for name, (model_args, expected) in runs.items():
+        record, results = _run(tiny_checkpoint, lmms_task_manager, tmp_path / name, [task],
+                               **model_args)  # fmt: skip
+        assert {key: record[key] for key in expected} == expected
+        assert record["tower"] == "onevision" and record["tasks"][task]["status"] == "ok"
+        assert set(record["versions"]) == {"ovmllm", "lmms_eval", "transformers", "torch"}
+        assert record["generation"]["per_task"][task]["max_new_tokens"] == 16
+        _metric(results, task, "accuracy")
+        assert (tmp_path / name / f"samples_{task}.jsonl").is_file()
+
+    folders = [str(tmp_path / name) for name in runs]
+    assert main(["leaderboard", *folders, "--suite", "local", "--out", str(tmp_path / "lb")]) == 0
+    markdown = (tmp_path / "lb" / "leaderboard.md").read_text()
+    assert "tiny codec random" in markdown and "tiny frames" in markdown
+    assert "Temporal direction" in markdown
+    assert (tmp_path / "lb" / "leaderboard.csv").is_file()
+    assert (tmp_path / "lb" / "leaderboard.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_missing_video_is_scored_wrong_and_the_run_goes_on(

@@ -155,8 +155,14 @@ def run_eval(request: EvalRequest, task_manager=None, progress=print) -> Path:
     return Path(request.out)
 
 
+def model_tag(model: str | Path) -> str:
+    """A checkpoint's short name: its folder's, or its run's for a stage's `export/` folder."""
+    folder = Path(model).resolve()
+    return folder.parent.name if folder.name == "export" else folder.name
+
+
 def _default_name(model: str, media: dict) -> str:
-    parts = [Path(model).resolve().name, media["video_mode"]]
+    parts = [model_tag(model), media["video_mode"]]
     if media["video_mode"] == "codec" and media["policy"] != "saliency":
         parts.append(media["policy"])
     parts.extend(media["controls"])

@@ -30,6 +30,12 @@ KINDS = {
     ),
     "codec": ("encoder.codec", "CodecConfig", "ovmllm codec select (configs/codec/*.yaml)"),
     "toydata": ("ovmllm.data.toy", "ToyDataConfig", "ovmllm toydata key=value"),
+    "temporal": ("ovmllm.data.temporal", "TemporalConfig", "ovmllm data temporal key=value"),
+    "eval-args": (
+        "eval.model_args",
+        "EvalModelArgs",
+        "ovmllm eval key=value (lmms-eval model_args)",
+    ),
 }
 
 

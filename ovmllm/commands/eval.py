@@ -26,7 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--include-path", action="append", default=[], help="a folder of your own task YAMLs"
     )
     parser.add_argument("--limit", type=int, help="at most N docs per task")
-    parser.add_argument("--out", help="output folder (default runs/eval/<model>/<suite>)")
+    parser.add_argument(
+        "--out", help="output folder (default runs/eval/<model>/<suite>[-<model_args>])"
+    )
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--name", default="", help="the run's name in leaderboards")
     parser.add_argument(
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"ovmllm eval: {exc}", file=sys.stderr)
         return 1
 
-    from eval.run import EvalRequest, run_eval, summary
+    from eval.run import EvalRequest, model_tag, run_eval, summary
     from eval.suite import load_suite, missing_env, missing_packages
 
     suite_name = "tasks"
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         tasks = [task.strip() for task in args.tasks.split(",") if task.strip()]
         suite_name = "+".join(tasks) if len(tasks) <= 3 else f"{len(tasks)}-tasks"
     tag = "_".join(args.overrides)
-    out = Path(args.out or Path("runs/eval") / Path(args.model).resolve().name / suite_name)
+    out = Path(args.out or Path("runs/eval") / model_tag(args.model) / suite_name)
     if tag and not args.out:
         out = out.with_name(f"{out.name}-{tag}")
     if suite_name == "local":

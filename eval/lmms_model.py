@@ -28,7 +28,7 @@ from ovmllm.chat_processor import SampleRejected
 from ovmllm.config import load_config
 from ovmllm.media import load_image, load_video
 from ovmllm.model import OVMLLMForCausalLM
-from ovmllm.multimodal_processor import PROCESSOR_FILE, ProcessorOverrides
+from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor, ProcessorOverrides
 
 DEFAULT_CACHE = "~/.cache/ovmllm/selections"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -76,14 +76,11 @@ class OVMLLMEval(lmms):
     def __init__(self, **kwargs) -> None:
         super().__init__()
         args, harness = parse_model_args(kwargs)
-        self.args = args
         self.batch_size = _batch_size(harness.get("batch_size", 1))
-        folder = check_checkpoint(args.pretrained)
-        overrides = load_config(
-            ProcessorOverrides, None, args.processor_overrides(saved_video_mode(folder))
-        )
+        self.folder = check_checkpoint(args.pretrained)
         if args.dtype not in DTYPES:
             raise ValueError(f"ovmllm model_args: dtype={args.dtype!r} is not {'|'.join(DTYPES)}")
+        self.dtype = args.dtype
 
         self.accelerator = Accelerator()
         if self.accelerator.num_processes > 1:  # `accelerate launch --num_processes N`
@@ -92,28 +89,36 @@ class OVMLLMEval(lmms):
             self._device = self.accelerator.device
         else:
             self._device = _device(harness.get("device"))
-        model = OVMLLMForCausalLM.from_pretrained(
-            folder, processor_overrides=overrides, dtype=DTYPES[args.dtype]
-        )
+        model = OVMLLMForCausalLM.from_pretrained(self.folder, dtype=DTYPES[args.dtype])
         self.model = model.to(self._device).eval()
-        self.processor = model.processor
-        self._set_budget(args)
-        if args.cache_dir != "none" and self.processor.media.video_mode == "codec":
-            cache = Path(args.cache_dir or DEFAULT_CACHE).expanduser()
-            self.processor.media.cache_dir = str(cache)
-        self.tokenizer = self.processor.tokenizer
-        self.media_failures: list[dict] = []
-        self.timing = {"requests": 0, "media_s": 0.0, "generate_s": 0.0}
         self._warned_sampling = False
+        self.configure(args)
 
-    def _set_budget(self, args: EvalModelArgs) -> None:
+    def configure(self, args: EvalModelArgs) -> None:
+        """Media settings for the requests that follow, the weights staying loaded (an ablation
+        runs many settings on one model); the counters start again."""
+        if Path(args.pretrained).expanduser() != self.folder or args.dtype != self.dtype:
+            raise ValueError("configure changes media settings only, not pretrained or dtype")
+        overrides = load_config(
+            ProcessorOverrides, None, args.processor_overrides(saved_video_mode(self.folder))
+        )
+        processor = MultimodalProcessor.from_pretrained(
+            self.folder, self.model.tower.spec, overrides
+        )
+        codec = processor.media.codec
         # The codec config lets `budget` win over `budget_frames`: asking for one clears the other
         # so the asked-for budget is the one in effect whatever the checkpoint saved.
-        codec = self.processor.media.codec
         if args.budget_frames is not None:
             codec.budget = None
         if args.budget is not None:
             codec.budget_frames = None
+        if args.cache_dir != "none" and processor.media.video_mode == "codec":
+            processor.media.cache_dir = str(Path(args.cache_dir or DEFAULT_CACHE).expanduser())
+        self.args, self.processor, self.tokenizer = args, processor, processor.tokenizer
+        self.media_failures: list[dict] = []
+        self.timing = {"requests": 0, "media_s": 0.0, "generate_s": 0.0}
+        self.video_tokens: list[int] = []
+        """Visual tokens of each video answered (the budget actually spent)."""
 
     @property
     def device(self) -> torch.device:
@@ -190,12 +195,14 @@ class OVMLLMEval(lmms):
 
     def _load_media(self, conversation: Conversation) -> list:
         media, spec = self.processor.media, self.processor.spec
-        return [
-            load_image(medium.source, media, spec)
-            if medium.kind == "image"
-            else load_video(medium.source, media, spec)
-            for medium in conversation.media
-        ]
+        items = []
+        for medium in conversation.media:
+            if medium.kind == "image":
+                items.append(load_image(medium.source, media, spec))
+            else:
+                items.append(load_video(medium.source, media, spec))
+                self.video_tokens.append(self.processor.num_visual_tokens(items[-1]))
+        return items
 
     def _generate(self, prompts: list[list[int]], visual: list, gen_kwargs: dict) -> list[str]:
         pad = self.tokenizer.pad_token_id

@@ -145,3 +145,18 @@ def write_local_tasks(
             (tmp / f"{name}.yaml").write_text(yaml)
             result.available[name] = len(docs)
     return result
+
+
+def prepare_local_suite(
+    out: str | Path, real_data: str | Path | None, temporal: str | Path, progress=print
+) -> LocalTasks:
+    """The local suite's task folder at `out`: `real_data` when that folder exists, and the
+    temporal QA dataset at `temporal`, written there first (default settings) when absent."""
+    from ovmllm.data.temporal import write_temporal_dataset
+
+    real_data = Path(real_data) if real_data and Path(real_data).is_dir() else None
+    temporal = Path(temporal)
+    if not (temporal / "config.json").is_file():  # a written dataset is used as it is
+        progress(f"writing the temporal QA dataset to {temporal} (once; about 2 minutes)")
+        write_temporal_dataset(temporal)
+    return write_local_tasks(out, real_data, temporal)

@@ -71,6 +71,13 @@ def _media_record(lm) -> dict:
     return record
 
 
+def _spread(values: list[int]) -> dict:
+    if not values:
+        return {"videos": 0}
+    return {"videos": len(values), "mean": sum(values) / len(values), "min": min(values),
+            "max": max(values)}  # fmt: skip
+
+
 def _merge(into: dict, results: dict) -> None:
     for key, value in results.items():
         if key == "samples":
@@ -81,19 +88,30 @@ def _merge(into: dict, results: dict) -> None:
             into[key] = value
 
 
-def run_eval(request: EvalRequest, task_manager=None, progress=print) -> Path:
+def run_eval(request: EvalRequest, task_manager=None, progress=print, lm=None) -> Path:
     """Evaluate and write `request.out`; returns it. `task_manager` (lmms-eval's, with the
-    request's include paths) may be shared across runs: building its index costs seconds."""
+    request's include paths) and `lm` (an `OVMLLMEval` of `request.model`, reconfigured with the
+    request's model_args) may be shared across runs: building them costs seconds."""
     from lmms_eval.evaluator import simple_evaluate
     from lmms_eval.tasks import TaskManager
     from lmms_eval.utils import handle_non_serializable
 
     from eval.lmms_model import OVMLLMEval, check_checkpoint
+    from eval.model_args import parse_model_args
 
     check_checkpoint(request.model)
     if task_manager is None:
         task_manager = TaskManager(include_path=request.include_paths or None)
-    lm = OVMLLMEval(pretrained=request.model, batch_size=request.batch_size, **request.model_args)
+    if lm is None:
+        lm = OVMLLMEval(
+            pretrained=request.model, batch_size=request.batch_size, **request.model_args
+        )
+    else:
+        args, _ = parse_model_args(
+            {"dtype": lm.dtype, **request.model_args, "pretrained": str(lm.folder)}
+        )
+        lm.configure(args)
+        lm.batch_size = request.batch_size
     status = {task: {"status": "unavailable", "reason": why}
               for task, why in request.unavailable.items()}  # fmt: skip
     merged: dict = {}
@@ -139,6 +157,7 @@ def run_eval(request: EvalRequest, task_manager=None, progress=print) -> Path:
         "limit": request.limit,
         "batch_size": request.batch_size,
         "tasks": status,
+        "video_tokens": _spread(lm.video_tokens),
         "media_failures": len(lm.media_failures),
         "media_failure_list": lm.media_failures,
         "timing": {**lm.timing, "wall_s": round(time.time() - started, 2)},

@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "data": ("ovmllm.commands.data", "write a generated dataset (temporal video QA)"),
     "train": ("ovmllm.commands.train", "run one training stage (DeepSpeed)"),
     "eval": ("ovmllm.commands.eval", "evaluate a checkpoint on an lmms-eval suite"),
+    "ablate": ("ovmllm.commands.ablate", "accuracy against visual-token budgets, per mode"),
     "leaderboard": (
         "ovmllm.commands.leaderboard",
         "tables and a chart of evaluated runs beside the paper's numbers",

@@ -52,18 +52,6 @@ def _model_args(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _local_tasks(args: argparse.Namespace, out: Path):
-    from eval.local_tasks import write_local_tasks
-    from ovmllm.data.temporal import write_temporal_dataset
-
-    real_data = Path(args.real_data) if Path(args.real_data).is_dir() else None
-    temporal = Path(args.temporal)
-    if not (temporal / "config.json").is_file():  # a written dataset is used as it is
-        print(f"writing the temporal QA dataset to {temporal} (once; about 2 minutes)")
-        write_temporal_dataset(temporal)
-    return write_local_tasks(out.parent / f"{out.name}-tasks", real_data, temporal)
-
-
 def run(args: argparse.Namespace) -> int:
     from eval.lmms_model import NotACheckpoint, check_checkpoint
     from eval.model_args import parse_model_args
@@ -104,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if tag and not args.out:
         out = out.with_name(f"{out.name}-{tag}")
     if suite_name == "local":
-        local = _local_tasks(args, out)
+        from eval.local_tasks import prepare_local_suite
+
+        local = prepare_local_suite(out.parent / f"{out.name}-tasks", args.real_data, args.temporal)
         include.append(str(local.folder))
         for task, why in local.unavailable.items():
             unavailable.setdefault(task, why)

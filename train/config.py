@@ -207,4 +207,5 @@ def model_id(cfg: StageConfig) -> str:
         return Path(cfg.model_file).stem
     tower, llm = cfg.model.tower, cfg.model.llm
     tower_id = Path(tower.path).name if tower.path else f"{tower.name}-{tower.size}"
-    return f"{tower_id}+{Path(llm.path).name if llm.path else f'{llm.family}-{llm.size}'}"
+    llm_id = Path(llm.path.replace("package:", "")).name if llm.path else f"{llm.family}-{llm.size}"
+    return f"{tower_id}+{llm_id}"

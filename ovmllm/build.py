@@ -25,14 +25,21 @@ from ovmllm.validate import check_processor
 
 
 def _tiny(family_config: type[PretrainedConfig], **extra) -> dict:
-    return dict(config=family_config, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=2, num_key_value_heads=1, **extra)  # fmt: skip
+    sizes = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=2, num_key_value_heads=1)  # fmt: skip
+    return dict(config=family_config, **(sizes | extra))
 
 
-# (family, size) → config for random init; real sizes come from a pretrained folder (llm.path)
+# (family, size) → config for random init; real sizes come from a pretrained folder (llm.path).
+# `small` is the smallest that learns the temporal QA's multiple choice on CPU in minutes (the
+# answer letter is a lookup of the seen colour/shape in the option list: 2 layers of 64 do not
+# learn it).
 LLM_SIZES = {
     ("qwen3", "tiny"): _tiny(Qwen3Config, head_dim=32),
     ("llama", "tiny"): _tiny(LlamaConfig),
+    ("qwen3", "small"): _tiny(Qwen3Config, hidden_size=256, intermediate_size=768,
+                              num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                              head_dim=64),  # fmt: skip
 }
 
 

@@ -51,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from eval.ablate import AblationConfig, run_ablation
     from eval.lmms_model import NotACheckpoint, check_checkpoint
     from eval.run import model_tag
+    from ovmllm.commands.eval import quiet_harness
     from ovmllm.config import ConfigError, load_config
 
+    quiet_harness("WARNING")
     try:
         check_checkpoint(args.model)
         cfg = load_config(AblationConfig, args.config, _overrides(args))

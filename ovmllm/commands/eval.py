@@ -42,6 +42,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="model_args")
 
 
+def quiet_harness(level: str = "INFO") -> None:
+    """lmms-eval logs through loguru at DEBUG by default (a line per task YAML it skips while
+    indexing ~2,000 tasks); the commands that run it keep `level` and above."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level=level)
+
+
 def _model_args(items: list[str]) -> dict[str, str]:
     out = {}
     for item in items:
@@ -53,6 +62,7 @@ def _model_args(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    quiet_harness()
     from eval.lmms_model import NotACheckpoint, check_checkpoint
     from eval.model_args import parse_model_args
 

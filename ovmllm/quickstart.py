@@ -1,0 +1,360 @@
+"""The main job on a built-in default, top to bottom (`ovmllm quickstart`, `make quickstart`).
+
+1. data: the generated temporal video QA (`ovmllm data temporal`, all five families), written
+   once and reused; training rows are its captions plus its train-split questions, each asked
+   with its options in several orders (so the answer letter cannot be memorised per video).
+2. selections: codec selections of the training videos at the model's settings (T = 64), once.
+3. training: the align stage then the instruct stage (real DeepSpeed engines, ZeRO-2 then
+   ZeRO-3) for the codec model, and the same for its frames-mode twin (same LLM, data, steps).
+4. evaluation: through the lmms-eval plugin on the test split — the codec model with codec
+   (saliency) and codec (random policy) selection, the twin with dense frames — at equal
+   visual-token budgets.
+5. report: accuracy per family with chance and 95% intervals, plots (loss curves, accuracy
+   against visual tokens, the codec selection of one test video), and where everything went.
+
+Sizes and steps come from a config (`configs/quickstart.yaml`, `--fast`: quickstart_fast.yaml).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from encoder.files import atomic_file, write_text_atomic
+from ovmllm.data.temporal import LETTERS, TemporalConfig, answer_text, mc_prompt
+
+TEMPORAL_TASKS = [
+    "ovmllm_temporal_event", "ovmllm_temporal_which_moved", "ovmllm_temporal_direction",
+    "ovmllm_temporal_entries", "ovmllm_temporal_static_control",
+]  # fmt: skip
+CONTROL_TASK = "ovmllm_temporal_static_control"
+
+
+@dataclass
+class QuickstartConfig:
+    data: TemporalConfig = field(default_factory=TemporalConfig)
+    """The generated temporal QA (`ovmllm config temporal`)."""
+    qa_permutations: int = 4
+    """Each training question is asked with its options in this many orders."""
+    model_file: str = "configs/model/quickstart.yaml"
+    """The codec model; the twin is the same model in frames mode at equal tokens per frame."""
+    llm_path: str = ""
+    """An LLM folder or `package:smollm2` instead of the config's random-init LLM."""
+    align: str = "configs/train/quickstart_align.yaml"
+    align_steps: int = 20
+    instruct: str = "configs/train/quickstart_instruct.yaml"
+    instruct_steps: int = 600
+    budgets: list[float] = field(default_factory=lambda: [2.0, 4.0])
+    """Evaluation budgets in frame-equivalents (above 1: the first frame is kept whole)."""
+    eval_batch_size: int = 8
+    eval_limit: int | None = None
+    """At most this many test questions per family (default: all)."""
+    precompute_workers: int = 2
+
+
+class Phases:
+    """Wall time of each phase, printed as it ends."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        print(f"\n== {name}")
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - start, 1)
+        print(f"== {name}: {self.seconds[name]} s")
+
+
+def training_rows(dataset: Path, permutations: int, seed: int) -> list[dict]:
+    """Caption rows of `train.jsonl` and every train-split question asked with its options in
+    `permutations` seeded orders, as LLaVA rows (prompts rendered as the eval tasks render them)."""
+    rng = random.Random(seed)
+    rows = [
+        row for row in map(json.loads, (dataset / "train.jsonl").read_text().splitlines())
+        if row["id"].endswith("-caption")
+    ]  # fmt: skip
+    for path in sorted((dataset / "train").glob("*.jsonl")):
+        for doc in map(json.loads, path.read_text().splitlines()):
+            truth = doc["options"][LETTERS.index(doc["answer"])]
+            for k in range(permutations):
+                options = doc["options"][:]
+                if k:  # the first keeps the generated order
+                    rng.shuffle(options)
+                asked = dict(doc, options=options, answer=LETTERS[options.index(truth)])
+                rows.append({"id": f"{doc['id']}-qa{k}", "video": doc["video"],
+                             "conversations": [
+                                 {"from": "human", "value": "<video>\n" + mc_prompt(asked)},
+                                 {"from": "gpt", "value": answer_text(asked)}]})  # fmt: skip
+    rng.shuffle(rows)
+    return rows
+
+
+def heldout_rows(dataset: Path, per_family: int = 4) -> list[dict]:
+    """A few test questions as LLaVA rows: the held-out loss the stages log."""
+    rows = []
+    for path in sorted((dataset / "test").glob("*.jsonl")):
+        for doc in list(map(json.loads, path.read_text().splitlines()))[:per_family]:
+            rows.append({"id": doc["id"], "video": doc["video"], "conversations": [
+                {"from": "human", "value": "<video>\n" + mc_prompt(doc)},
+                {"from": "gpt", "value": answer_text(doc)}]})  # fmt: skip
+    return rows
+
+
+def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion (in [0, 1])."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+def _stage(path: str, overrides: list[str]) -> dict:
+    """One training stage in this process; its summary, or exit 75 when a signal stopped it."""
+    from train.config import load_stage
+    from train.recipe import train
+    from train.stopping import EX_TEMPFAIL
+
+    cfg = load_stage(path, overrides)
+    shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the quickstart trains afresh each run
+    summary = train(cfg)
+    if summary["stopped_by_signal"]:  # the next stage needs this one's export
+        print(f"{cfg.output_dir} stopped by a signal; `ovmllm quickstart` starts it afresh")
+        raise SystemExit(EX_TEMPFAIL)
+    return summary
+
+
+def train_model(
+    cfg: QuickstartConfig, out: Path, name: str, sources: str, media: list[str]
+) -> dict:
+    """Align then instruct for one model; per stage: steps, first and last loss, seconds."""
+    heldout = out / "data" / "heldout_rows.jsonl"
+    report, init = {}, None
+    for stage, path, steps in (("align", cfg.align, cfg.align_steps),
+                               ("instruct", cfg.instruct, cfg.instruct_steps)):  # fmt: skip
+        overrides = [f"output_dir={out / name / stage}", f"max_steps={steps}",
+                     f"data.sources={sources}", f"eval_data={heldout}",
+                     f"eval_root={cfg_root(out)}", f"eval_every={max(steps // 4, 1)}"]  # fmt: skip
+        if init is None:
+            overrides += [f"model_file={cfg.model_file}", *media]
+            if cfg.llm_path:
+                overrides.append(f"model.llm.path={cfg.llm_path}")
+        else:
+            overrides.append(f"init_from={init}")
+        summary = _stage(path, overrides)
+        metrics = [json.loads(line) for line in
+                   (out / name / stage / "metrics.jsonl").read_text().splitlines()]  # fmt: skip
+        losses = [row["loss"] for row in metrics if "loss" in row and "step" in row]
+        report[stage] = {"steps": summary["steps"], "first_loss": round(losses[0], 4),
+                         "last_loss": round(losses[-1], 4),
+                         "seconds": summary["train_seconds"]}  # fmt: skip
+        init = out / name / stage
+    report["export"] = str(out / name / "instruct" / "export")
+    return report
+
+
+def frames_twin(model) -> list[str]:
+    """Overrides making the codec model's frames-mode twin: the budget's frame-equivalents as
+    dense frames, each with as many tokens as a canvas frame (canvas cells x tower patch)."""
+    from encoder.towers import build_tower
+
+    codec = model.media.codec
+    frames = max(1, round(codec.num_patches / codec.patches_per_frame))
+    side = codec.grid * build_tower(model.tower).spec.patch_size
+    return ["model.media.video_mode=frames", f"model.media.frames={frames}",
+            f"model.media.frame_size={side}"]  # fmt: skip
+
+
+def cfg_root(out: Path) -> Path:
+    return out / "data" / "temporal"
+
+
+def evaluate(cfg: QuickstartConfig, out: Path, codec_model: str, frames_model: str) -> list[dict]:
+    """The codec model in codec and random mode, the twin in frames mode, at each budget, on
+    every family's test split; the rows of `ablation.csv` for both."""
+    from lmms_eval.tasks import TaskManager
+
+    from eval.ablate import AblationConfig, run_ablation, write_outputs
+    from eval.local_tasks import write_local_tasks
+
+    tasks = write_local_tasks(out / "eval" / "tasks", None, cfg_root(out))
+    task_manager = TaskManager(verbosity="ERROR", include_path=str(tasks.folder))
+    rows = []
+    for model, modes in ((codec_model, ["codec", "random"]), (frames_model, ["frames"])):
+        ablation = AblationConfig(budgets=list(cfg.budgets), modes=modes, limit=cfg.eval_limit,
+                                  batch_size=cfg.eval_batch_size)  # fmt: skip
+        folder = out / "eval" / modes[0]
+        shutil.rmtree(folder / "cells", ignore_errors=True)  # a new model: every cell anew
+        run_ablation(model, ablation, folder, TEMPORAL_TASKS, cache_dir=str(out / "selections"),
+                     task_manager=task_manager)  # fmt: skip
+        rows += json.loads(json.dumps(_csv_rows(folder / "ablation.csv")))
+    write_outputs(rows, out / "eval")
+    return rows
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    rows = list(csv.DictReader(path.open()))
+    for row in rows:
+        for key in ("budget", "visual_tokens", "value", "stderr"):
+            row[key] = float(row[key]) if row[key] else ""
+        row["n"] = int(row["n"]) if row["n"] else 0
+    return rows
+
+
+def family_table(rows: list[dict]) -> tuple[list[str], list[list[str]], dict]:
+    """Columns (mode at tokens), one line per family plus the four temporal families pooled
+    (control excluded): accuracy % [95% interval], chance alongside."""
+    columns = sorted({(row["visual_tokens"] or 0.0, row["mode"]) for row in rows},
+                     key=lambda c: (c[0], ("codec", "random", "frames").index(c[1])))  # fmt: skip
+    header = ["family", "chance"] + [f"{mode} @{tokens:.0f}" for tokens, mode in columns]
+    cells: dict = {}
+    lines = []
+    pooled: dict = {}
+    for task in TEMPORAL_TASKS:
+        family = task.removeprefix("ovmllm_temporal_")
+        line = [family, "25%"]  # four options in every family
+        for tokens, mode in columns:
+            row = next((r for r in rows if r["task"] == task and r["mode"] == mode
+                        and (r["visual_tokens"] or 0.0) == tokens), None)  # fmt: skip
+            if row is None or row["value"] == "" or not row["n"]:
+                line.append("—")
+                continue
+            correct = round(row["value"] / 100 * row["n"])
+            low, high = wilson(correct, row["n"])
+            cells[(family, mode, tokens)] = {"accuracy": row["value"], "n": row["n"],
+                                             "interval": [100 * low, 100 * high]}  # fmt: skip
+            line.append(f"{row['value']:.0f}% [{100 * low:.0f}, {100 * high:.0f}]")
+            if task != CONTROL_TASK:
+                got = pooled.setdefault((mode, tokens), [0, 0])
+                got[0], got[1] = got[0] + correct, got[1] + row["n"]
+        lines.append(line)
+    line = ["4 temporal families", "25%"]
+    for tokens, mode in columns:
+        correct, n = pooled.get((mode, tokens), (0, 0))
+        if not n:
+            line.append("—")
+            continue
+        low, high = wilson(correct, n)
+        cells[("pooled", mode, tokens)] = {"accuracy": 100 * correct / n, "n": n,
+                                           "interval": [100 * low, 100 * high]}  # fmt: skip
+        line.append(f"{100 * correct / n:.0f}% [{100 * low:.0f}, {100 * high:.0f}]")
+    lines.append(line)
+    return header, lines, cells
+
+
+def markdown_table(header: list[str], lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(out)
+
+
+def plot_losses(runs: dict[str, Path], path: Path) -> Path:
+    """Training loss of every stage run against its step, one line each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, ax = plt.subplots(figsize=(7, 4))
+    for label, folder in runs.items():
+        rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        steps = [row for row in rows if "loss" in row and "step" in row]
+        ax.plot([row["step"] for row in steps], [row["loss"] for row in steps], label=label)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=110)
+    plt.close(figure)
+    return path
+
+
+def selection_sheet(video: Path, model_file: str, path: Path) -> Path:
+    """The codec selection of one test video at the model's settings: every sampled frame,
+    unchosen patches dimmed."""
+    from encoder.codec import select_with_frames
+    from encoder.codec.show import save_sheet
+    from encoder.codec.show import selection_sheet as sheet
+    from ovmllm.build import ModelConfig
+    from ovmllm.config import load_config
+
+    codec = load_config(ModelConfig, model_file).media.codec
+    selection, canvases = select_with_frames(video, codec)
+    return save_sheet(sheet(selection, canvases, columns=16, thumb=96), path)
+
+
+def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
+    """Every phase; returns the report also written to `out/report.json` and `report.md`."""
+    from ovmllm.build import ModelConfig
+    from ovmllm.config import load_config
+    from ovmllm.data.precompute import PrecomputeConfig, precompute
+    from ovmllm.data.temporal import write_temporal_dataset
+
+    out = Path(out)
+    phase = Phases()
+    report: dict = {"config": None, "phases": phase.seconds}
+    with phase("data"):
+        dataset = write_temporal_dataset(cfg_root(out), cfg.data)  # reused when it matches
+        rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed)
+        write_text_atomic(out / "data" / "train_rows.jsonl", _jsonl(rows))
+        write_text_atomic(out / "data" / "heldout_rows.jsonl", _jsonl(heldout_rows(dataset)))
+        print(f"{dataset}: {len(rows)} training rows "
+              f"({cfg.qa_permutations} orders of each question, plus captions)")  # fmt: skip
+
+    model = load_config(ModelConfig, cfg.model_file)
+    with phase("selections"):  # T = 64 codec selections of every training video, once
+        summary = precompute(PrecomputeConfig(
+            data=str(out / "data" / "train_rows.jsonl"), root=str(dataset),
+            out=str(out / "selections" / "train"), workers=cfg.precompute_workers,
+            codec=model.media.codec,
+        ))  # fmt: skip
+        print(f"{summary.computed} selected, {summary.skipped_done} cached, "
+              f"{summary.failed} failed ({summary.seconds:.1f} s)")  # fmt: skip
+    codec_sources = (f"[{{name: temporal, data: {summary.output}, root: {dataset}, "
+                     f"assets_root: {summary.assets_root}}}]")  # fmt: skip
+    frames_sources = (
+        f"[{{name: temporal, data: {out / 'data' / 'train_rows.jsonl'}, root: {dataset}}}]"
+    )
+    with phase("train codec model"):
+        report["codec_model"] = train_model(cfg, out, "codec", codec_sources, [])
+    with phase("train frames twin"):
+        twin = frames_twin(model)
+        report["frames_model"] = train_model(cfg, out, "frames", frames_sources, twin)
+    with phase("evaluate"):
+        rows = evaluate(cfg, out, report["codec_model"]["export"], report["frames_model"]["export"])
+    with phase("report"):
+        header, lines, cells = family_table(rows)
+        table = markdown_table(header, lines)
+        runs = {f"{name} {stage}": out / name / stage
+                for name in ("codec", "frames") for stage in ("align", "instruct")}  # fmt: skip
+        first_test = sorted((dataset / "videos").glob("test_event_*"))[0]
+        plots = {
+            "loss": str(plot_losses(runs, out / "plots" / "loss.png")),
+            "accuracy_vs_tokens": str(out / "eval" / "ablation.png"),
+            "selection": str(
+                selection_sheet(first_test, cfg.model_file, out / "plots" / "selection.png")
+            ),
+        }
+    report |= {"table": {"header": header, "lines": lines},
+               "cells": {" ".join(map(str, key)): value for key, value in cells.items()},
+               "plots": plots}  # fmt: skip
+    write_text_atomic(out / "report.json", json.dumps(report, indent=1, default=str))
+    write_text_atomic(out / "report.md", table + "\n")
+    return report

@@ -1,0 +1,51 @@
+"""`ovmllm quickstart --fast` end to end, from a folder with no ../shared beside it (a user's
+fresh machine): every phase runs, the report holds every cell of the table and every plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ovmllm.cli import main
+from ovmllm.quickstart import training_rows, wilson
+
+
+def test_wilson_interval_matches_known_values():
+    low, high = wilson(8, 10)  # a textbook case: 0.8 of 10 -> [0.490, 0.943]
+    assert abs(low - 0.490) < 1e-3 and abs(high - 0.943) < 1e-3
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_quickstart_fast_runs_every_phase(tmp_path, capsys, monkeypatch):
+    workdir = tmp_path / "fresh" / "somewhere"
+    workdir.mkdir(parents=True)
+    monkeypatch.chdir(workdir)
+    assert not Path("../shared").exists()
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--fast", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    header, lines = report["table"]["header"], report["table"]["lines"]
+    modes = [column.split(" @")[0] for column in header[2:]]
+    assert sorted(set(modes)) == ["codec", "frames", "random"] and len(modes) == 6
+    families = [line[0] for line in lines]
+    expected = ["event", "which_moved", "direction", "entries", "static_control"]
+    assert families == [*expected, "4 temporal families"]
+    for line in lines:  # every cell measured: "NN% [lo, hi]"
+        assert all("%" in cell and "[" in cell for cell in line[2:]), line
+    for plot in report["plots"].values():
+        assert Path(plot).read_bytes()[:4] == b"\x89PNG", plot
+    assert set(report["phases"]) == {
+        "data", "selections", "train codec model", "train frames twin", "evaluate", "report"
+    }  # fmt: skip
+    for model in ("codec_model", "frames_model"):
+        assert report[model]["instruct"]["steps"] == 4
+    printed = capsys.readouterr().out
+    assert "4 temporal families" in printed and "time per phase" in printed
+
+    rows = training_rows(out / "data" / "temporal", permutations=3, seed=0)
+    questions = [row for row in rows if "-qa" in row["id"]]
+    assert len(questions) == 3 * 2 * 5  # three orders of 2 train questions of 5 families
+    answers = {
+        row["conversations"][1]["value"][3:] for row in questions if "-event-0-" in row["id"]
+    }
+    assert len(answers) == 1  # the same answer text, under whichever letter it moved to

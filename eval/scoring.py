@@ -27,13 +27,18 @@ def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str
 
 
 def chosen_letter(response: str, options: list[str]) -> str | None:
-    """The option a free-text answer picks: a leading letter ("B", "(B)", "B. red"), else the one
-    option whose text the answer contains; None when it picks none or several."""
+    """The option a free-text answer picks: a leading letter ("B", "(B)", "B. red"), else the
+    option whose text the answer is (ignoring case and a final full stop), else the one option
+    whose text the answer contains; None when it picks none or several."""
     letters = [chr(ord("A") + i) for i in range(len(options))]
     match = LETTER.match(response.strip())
     if match and match.group(1) in letters:
         return match.group(1)
     text = response.strip().lower().rstrip(".")
+    exact = [letter for letter, option in zip(letters, options, strict=True)
+             if option.lower().rstrip(".") == text]  # fmt: skip
+    if exact:
+        return exact[0]
     named = [
         letter for letter, option in zip(letters, options, strict=True) if option.lower() in text
     ]

@@ -129,6 +129,9 @@ def _stage(path: str, overrides: list[str]) -> dict:
     from train.stopping import EX_TEMPFAIL
 
     cfg = load_stage(path, overrides)
+    repo = Path(path).resolve().parents[2]  # <repo>/configs/train/<stage>.yaml
+    if cfg.deepspeed and not Path(cfg.deepspeed).is_file() and (repo / cfg.deepspeed).is_file():
+        cfg.deepspeed = str(repo / cfg.deepspeed)  # run from any folder
     shutil.rmtree(cfg.output_dir, ignore_errors=True)  # the quickstart trains afresh each run
     summary = train(cfg)
     if summary["stopped_by_signal"]:  # the next stage needs this one's export

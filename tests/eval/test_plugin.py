@@ -91,6 +91,9 @@ def test_chosen_letter_reads_letters_and_option_texts():
     assert chosen_letter("It is green.", options) == "B"
     assert chosen_letter("D", options) is None  # not an option
     assert chosen_letter("red or blue", options) is None  # names two
+    moves = ["left", "right", "left, then back right", "right, then back left"]
+    assert chosen_letter("left, then back right.", moves) == "C"  # the option it is, whole
+    assert chosen_letter("1", ["3", "1", "2", "4"]) == "B"
 
 
 def _reference_distance(a: str, b: str) -> int:

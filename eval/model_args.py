@@ -13,6 +13,13 @@ from typing import Any
 
 # Keys lmms-eval's evaluator passes itself (from --batch_size / --max_batch_size / --device).
 HARNESS_KEYS = ("batch_size", "max_batch_size", "device")
+# model_args that are one processor setting each (`controls` and `frames` need a rule)
+PROCESSOR_KEYS = {
+    "video_mode": "media.video_mode", "policy": "media.codec.policy",
+    "budget": "media.codec.budget", "budget_frames": "media.codec.budget_frames",
+    "canvas": "media.codec.canvas", "canvas_size": "media.codec.canvas_size",
+    "frame_size": "media.frame_size", "layout": "media.layout",
+}  # fmt: skip
 
 
 @dataclass
@@ -48,29 +55,14 @@ class EvalModelArgs:
 
     def processor_overrides(self, saved_video_mode: str) -> list[str]:
         """`key=value` overrides of the processor config (`ovmllm config processor`)."""
-        out = []
-        if self.video_mode is not None:
-            out.append(f"media.video_mode={self.video_mode}")
-        if self.policy is not None:
-            out.append(f"media.codec.policy={self.policy}")
+        out = [f"{PROCESSOR_KEYS[name]}={getattr(self, name)}"
+               for name in PROCESSOR_KEYS if getattr(self, name) is not None]  # fmt: skip
         if self.controls is not None:
             controls = [] if self.controls in ("", "none") else self.controls.split("+")
             out.append(f"media.codec.controls=[{','.join(controls)}]")
-        if self.budget is not None:
-            out.append(f"media.codec.budget={self.budget}")
-        if self.budget_frames is not None:
-            out.append(f"media.codec.budget_frames={self.budget_frames}")
-        if self.frames is not None:
+        if self.frames is not None:  # T of a codec selection, or the dense frames
             mode = self.video_mode or saved_video_mode
             out.append(f"media.{'codec.frames' if mode == 'codec' else 'frames'}={self.frames}")
-        if self.canvas is not None:
-            out.append(f"media.codec.canvas={self.canvas}")
-        if self.canvas_size is not None:
-            out.append(f"media.codec.canvas_size={self.canvas_size}")
-        if self.frame_size is not None:
-            out.append(f"media.frame_size={self.frame_size}")
-        if self.layout is not None:
-            out.append(f"media.layout={self.layout}")
         return out
 
 

@@ -37,9 +37,15 @@ def _tiny(family_config: type[PretrainedConfig], **extra) -> dict:
 LLM_SIZES = {
     ("qwen3", "tiny"): _tiny(Qwen3Config, head_dim=32),
     ("llama", "tiny"): _tiny(LlamaConfig),
-    ("qwen3", "small"): _tiny(Qwen3Config, hidden_size=128, intermediate_size=384,
-                              num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-                              head_dim=32),  # fmt: skip
+    ("qwen3", "small"): _tiny(
+        Qwen3Config,
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+    ),
 }
 
 

@@ -38,12 +38,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         if value is not None:
             items = [item.strip() for item in value.split(",") if item.strip()]
             out.append(f"{key}=[{','.join(items)}]")
-    if args.suite:
-        out.append(f"suite={args.suite}")
-    if args.limit is not None:
-        out.append(f"limit={args.limit}")
-    if args.batch_size is not None:
-        out.append(f"batch_size={args.batch_size}")
+    scalars = {"suite": args.suite, "limit": args.limit, "batch_size": args.batch_size}
+    out += [f"{key}={value}" for key, value in scalars.items() if value is not None]
     return out
 
 

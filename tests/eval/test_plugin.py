@@ -129,30 +129,48 @@ def _metric(results: dict, task: str, metric: str) -> float:
     return value
 
 
-def test_lmms_eval_cli_runs_the_plugin_on_two_processes(tiny_checkpoint, local_tasks, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2 -m lmms_eval --model ovmllm`: the
-    requests are split by rank (gloo on CPU; accelerate's `--cpu` would start one process)."""
+def _lmms_eval(launcher: list[str], model_args: str, tasks: str, folder, tmp_path) -> dict:
+    """Run lmms-eval's own command; its results JSON (the CLI can exit 0 after a traceback:
+    the results JSON and its metric decide)."""
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-        "2", "--main_process_port", "29533", "-m", "lmms_eval", "--model", "ovmllm",
-        "--model_args", f"pretrained={tiny_checkpoint},cache_dir={tmp_path / 'cache'}",
-        "--tasks", "ovmllm_temporal_event,ovmllm_chartqa_local", "--include_path",
-        str(local_tasks[0]),
-        "--limit", "4", "--batch_size", "2", "--output_path", str(tmp_path / "out"),
-        "--log_samples",
+        *launcher, "-m", "lmms_eval", "--model", "ovmllm", "--model_args", model_args,
+        "--tasks", tasks, "--include_path", str(folder), "--limit", "4", "--batch_size", "2",
+        "--output_path", str(tmp_path / "out"), "--log_samples",
     ]  # fmt: skip
     env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
     results_files = list((tmp_path / "out").rglob("*_results.json"))
-    # the CLI can exit 0 after a traceback: the results JSON and its metric decide
     assert results_files, done.stdout[-3000:] + done.stderr[-3000:]
-    results = json.loads(results_files[0].read_text())
+    return json.loads(results_files[0].read_text())
+
+
+def test_lmms_eval_cli_runs_the_plugin_on_two_processes(tiny_checkpoint, local_tasks, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 -m lmms_eval --model ovmllm` (codec,
+    saliency): the requests are split by rank (gloo on CPU; accelerate's `--cpu` would start
+    one process) and gathered by lmms-eval."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                "--num_processes", "2", "--main_process_port", "29533"]  # fmt: skip
+    model_args = f"pretrained={tiny_checkpoint},cache_dir={tmp_path / 'cache'}"
+    tasks = "ovmllm_temporal_event,ovmllm_chartqa_local"
+    results = _lmms_eval(launcher, model_args, tasks, local_tasks[0], tmp_path)
     _metric(results, "ovmllm_temporal_event", "accuracy")
     _metric(results, "ovmllm_chartqa_local", "relaxed_accuracy")
     samples = next((tmp_path / "out").rglob("*samples_ovmllm_chartqa_local.jsonl"))
     doc_ids = sorted(json.loads(line)["doc_id"] for line in samples.open())
     assert doc_ids == [0, 1, 2, 3]  # both ranks' answers, gathered
     assert list((tmp_path / "cache").iterdir()), "codec selections are cached on disk"
+
+
+@pytest.mark.parametrize("mode_args", ["policy=random", "video_mode=frames,frames=4"])
+def test_lmms_eval_cli_runs_random_policy_and_frames_mode(
+    tiny_checkpoint, local_tasks, tmp_path, mode_args
+):
+    model_args = f"pretrained={tiny_checkpoint},cache_dir={tmp_path / 'cache'},{mode_args}"
+    task = "ovmllm_temporal_direction"
+    results = _lmms_eval([sys.executable], model_args, task, local_tasks[0], tmp_path)
+    _metric(results, task, "accuracy")
+    assert results["n-samples"][task]["effective"] == 2  # the family's 2 test docs
+    assert results["config"]["model_args"].endswith(mode_args)
 
 
 def _run(checkpoint, task_manager, out, names, **model_args):

@@ -31,9 +31,8 @@ def _tiny(family_config: type[PretrainedConfig], **extra) -> dict:
 
 
 # (family, size) → config for random init; real sizes come from a pretrained folder (llm.path).
-# `small` is the smallest that learns the temporal QA's multiple choice on CPU in minutes (the
-# answer letter is a lookup of the seen colour/shape in the option list: 2 layers of 64 do not
-# learn it).
+# `small` (2x wide, 3 layers) is for CPU experiments where `tiny` is too small: on the quickstart's
+# temporal QA `tiny` learns the captions but answers the multiple choice at chance.
 LLM_SIZES = {
     ("qwen3", "tiny"): _tiny(Qwen3Config, head_dim=32),
     ("llama", "tiny"): _tiny(LlamaConfig),

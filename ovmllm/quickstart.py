@@ -49,7 +49,7 @@ class QuickstartConfig:
     align: str = "configs/train/quickstart_align.yaml"
     align_steps: int = 20
     instruct: str = "configs/train/quickstart_instruct.yaml"
-    instruct_steps: int = 600
+    instruct_steps: int = 400
     budgets: list[float] = field(default_factory=lambda: [2.0, 4.0])
     """Evaluation budgets in frame-equivalents (above 1: the first frame is kept whole)."""
     eval_batch_size: int = 8

@@ -319,7 +319,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
         write_text_atomic(out / "data" / "train_rows.jsonl", _jsonl(rows))
         write_text_atomic(out / "data" / "heldout_rows.jsonl", _jsonl(heldout_rows(dataset)))
         print(f"{dataset}: {len(rows)} training rows "
-              f"({cfg.qa_permutations} orders of each question, plus captions)")  # fmt: skip
+              f"(each question in {cfg.qa_permutations} option order(s), plus captions)")  # fmt: skip
 
     model = load_config(ModelConfig, cfg.model_file)
     with phase("selections"):  # T = 64 codec selections of every training video, once

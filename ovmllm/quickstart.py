@@ -318,8 +318,8 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
         rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed)
         write_text_atomic(out / "data" / "train_rows.jsonl", _jsonl(rows))
         write_text_atomic(out / "data" / "heldout_rows.jsonl", _jsonl(heldout_rows(dataset)))
-        print(f"{dataset}: {len(rows)} training rows "
-              f"(each question in {cfg.qa_permutations} option order(s), plus captions)")  # fmt: skip
+        orders = cfg.qa_permutations
+        print(f"{dataset}: {len(rows)} training rows (captions, questions in {orders} orders)")
 
     model = load_config(ModelConfig, cfg.model_file)
     with phase("selections"):  # T = 64 codec selections of every training video, once

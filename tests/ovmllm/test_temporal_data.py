@@ -20,13 +20,12 @@ from ovmllm.data import temporal
 from ovmllm.data.temporal import (
     FAMILIES,
     LETTERS,
-    NOTHING,
     TemporalConfig,
-    draw_event_span,
     mc_prompt,
     plan_videos,
     write_temporal_dataset,
 )
+from ovmllm.data.temporal_scenes import NOTHING, draw_event_span
 
 # one video per family and split, short and small: 10 videos, all three codecs in each split
 TINY = {"train_per_family": 1, "test_per_family": 1, "min_frames": 64, "max_frames": 96,

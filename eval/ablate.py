@@ -79,12 +79,9 @@ class Geometry:
 
 def geometry(processor) -> Geometry:
     codec = processor.media.codec
-    canvas = codec.canvas_size or (576 if codec.canvas == "letterbox" else 224)
-    patch = codec.patch or (16 if codec.canvas == "letterbox" else 14)
-    side = canvas // patch
     return Geometry(
-        patches_per_frame=side * side,
-        frame_side=side * processor.spec.patch_size,
+        patches_per_frame=codec.patches_per_frame,
+        frame_side=codec.grid * processor.spec.patch_size,
         full_first=codec.full_frame == "first",
         codec="codec" in processor.spec.kinds,
     )
@@ -144,9 +141,10 @@ def run_ablation(
     cache_dir: str = "",
     progress=print,
     task_manager=None,
-) -> Path:
-    """Every cell not yet in `out/cells/`, then the table and curves over all of them.
-    `task_manager`: lmms-eval's, with `include_paths`, when the caller has one already."""
+) -> list[dict]:
+    """Every cell not yet in `out/cells/`, then the table and curves over all of them; returns
+    the table's rows. `task_manager`: lmms-eval's, with `include_paths`, when the caller has one
+    already."""
     from lmms_eval.tasks import TaskManager
 
     from eval.lmms_model import OVMLLMEval
@@ -179,21 +177,20 @@ def run_ablation(
             failed[cell.name] = f"{type(exc).__name__}: {exc}"
     rows = collect_rows(cells, out, tasks, failed)
     write_outputs(rows, out)
-    return out
+    return rows
 
 
-def _metric_of(task: str, results: dict) -> tuple[str, float | None, float | None]:
+def _metric_of(task: str, results: dict, known: dict) -> tuple[str, float | None, float | None]:
     """(metric name, value in the suite's unit, its stderr) of a task in a results JSON: the
-    suite's metric and scale for a task of the local or paper16 suite, else the first metric."""
-    from eval.suite import load_suite, metric_value
+    suite's metric and scale for a task in `known` (task -> SuiteTask), else the first metric."""
+    from eval.suite import metric_value
 
-    for suite in ("local", "paper16"):
-        for entry in load_suite(suite).tasks:
-            if entry.task == task:
-                value = results.get("results", {}).get(task, {})
-                stderr = value.get(f"{entry.metric}_stderr,{entry.filter}")
-                scaled = stderr * entry.scale if isinstance(stderr, int | float) else None
-                return entry.metric, metric_value(results, entry), scaled
+    entry = known.get(task)
+    if entry is not None:
+        value = results.get("results", {}).get(task, {})
+        stderr = value.get(f"{entry.metric}_stderr,{entry.filter}")
+        scaled = stderr * entry.scale if isinstance(stderr, int | float) else None
+        return entry.metric, metric_value(results, entry), scaled
     for key, value in results.get("results", {}).get(task, {}).items():
         metric, _, _ = key.partition(",")
         if "," in key and "_stderr" not in metric and isinstance(value, int | float):
@@ -203,6 +200,9 @@ def _metric_of(task: str, results: dict) -> tuple[str, float | None, float | Non
 
 
 def collect_rows(cells: list[Cell], out: Path, tasks: list[str], failed: dict) -> list[dict]:
+    from eval.suite import load_suite
+
+    known = {entry.task: entry for name in ("local", "paper16") for entry in load_suite(name).tasks}
     rows = []
     for cell in cells:
         folder = out / "cells" / cell.name
@@ -221,7 +221,7 @@ def collect_rows(cells: list[Cell], out: Path, tasks: list[str], failed: dict) -
             state = record["tasks"].get(task, {"status": "absent", "reason": "not run"})
             tokens = record.get("video_tokens", {})
             row["visual_tokens"] = tokens.get("mean", "")
-            metric, value, stderr = _metric_of(task, results)
+            metric, value, stderr = _metric_of(task, results, known)
             n = results.get("n-samples", {}).get(task, {}).get("effective", "")
             row |= {"metric": metric, "value": "" if value is None else value, "n": n,
                     "stderr": "" if stderr is None else stderr}  # fmt: skip

@@ -21,10 +21,8 @@ from loguru import logger
 from tqdm import tqdm
 
 from encoder.codec.errors import VideoDecodeError
-from encoder.producers import ImageDecodeError
-from eval.messages import Conversation, UnsupportedRequest, to_conversation
+from eval.messages import Conversation, to_conversation
 from eval.model_args import EvalModelArgs, parse_model_args
-from ovmllm.chat_processor import SampleRejected
 from ovmllm.config import load_config
 from ovmllm.media import load_image, load_video
 from ovmllm.model import OVMLLMForCausalLM
@@ -32,17 +30,10 @@ from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor, Pro
 
 DEFAULT_CACHE = "~/.cache/ovmllm/selections"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# What makes one request unanswerable without stopping the run: unreadable or unsupported media,
-# a conversation the chat template refuses.
-REQUEST_FAILURES = (
-    UnsupportedRequest,
-    SampleRejected,
-    ImageDecodeError,
-    VideoDecodeError,
-    FileNotFoundError,
-    OSError,
-    ValueError,
-)
+# What makes one request unanswerable without stopping the run: unreadable or unsupported media
+# (VideoDecodeError; ImageDecodeError and UnsupportedRequest are ValueErrors; a missing file is an
+# OSError), a conversation the chat template refuses (SampleRejected, a ValueError).
+REQUEST_FAILURES = (VideoDecodeError, OSError, ValueError)
 
 
 class NotACheckpoint(ValueError):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.files import atomic_file, write_text_atomic
-from ovmllm.data.temporal import LETTERS, TemporalConfig, answer_text, mc_prompt
+from ovmllm.data.temporal import LETTERS, TemporalConfig, qa_row
 
 TEMPORAL_TASKS = [
     "ovmllm_temporal_event", "ovmllm_temporal_which_moved", "ovmllm_temporal_direction",
@@ -89,23 +89,18 @@ def training_rows(dataset: Path, permutations: int, seed: int) -> list[dict]:
                 if k:  # the first keeps the generated order
                     rng.shuffle(options)
                 asked = dict(doc, options=options, answer=LETTERS[options.index(truth)])
-                rows.append({"id": f"{doc['id']}-qa{k}", "video": doc["video"],
-                             "conversations": [
-                                 {"from": "human", "value": "<video>\n" + mc_prompt(asked)},
-                                 {"from": "gpt", "value": answer_text(asked)}]})  # fmt: skip
+                rows.append(qa_row(asked, f"{doc['id']}-qa{k}"))
     rng.shuffle(rows)
     return rows
 
 
 def heldout_rows(dataset: Path, per_family: int = 4) -> list[dict]:
     """A few test questions as LLaVA rows: the held-out loss the stages log."""
-    rows = []
-    for path in sorted((dataset / "test").glob("*.jsonl")):
-        for doc in list(map(json.loads, path.read_text().splitlines()))[:per_family]:
-            rows.append({"id": doc["id"], "video": doc["video"], "conversations": [
-                {"from": "human", "value": "<video>\n" + mc_prompt(doc)},
-                {"from": "gpt", "value": answer_text(doc)}]})  # fmt: skip
-    return rows
+    return [
+        qa_row(doc, doc["id"])
+        for path in sorted((dataset / "test").glob("*.jsonl"))
+        for doc in list(map(json.loads, path.read_text().splitlines()))[:per_family]
+    ]
 
 
 def wilson(correct: float, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -201,21 +196,10 @@ def evaluate(cfg: QuickstartConfig, out: Path, codec_model: str, frames_model: s
                                   batch_size=cfg.eval_batch_size)  # fmt: skip
         folder = out / "eval" / modes[0]
         shutil.rmtree(folder / "cells", ignore_errors=True)  # a new model: every cell anew
-        run_ablation(model, ablation, folder, TEMPORAL_TASKS, cache_dir=str(out / "selections"),
-                     task_manager=task_manager)  # fmt: skip
-        rows += json.loads(json.dumps(_csv_rows(folder / "ablation.csv")))
+        cache = str(out / "selections")
+        rows += run_ablation(model, ablation, folder, TEMPORAL_TASKS, cache_dir=cache,
+                             task_manager=task_manager)  # fmt: skip
     write_outputs(rows, out / "eval")
-    return rows
-
-
-def _csv_rows(path: Path) -> list[dict]:
-    import csv
-
-    rows = list(csv.DictReader(path.open()))
-    for row in rows:
-        for key in ("budget", "visual_tokens", "value", "stderr"):
-            row[key] = float(row[key]) if row[key] else ""
-        row["n"] = int(row["n"]) if row["n"] else 0
     return rows
 
 
@@ -312,7 +296,7 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
 
     out = Path(out)
     phase = Phases()
-    report: dict = {"config": None, "phases": phase.seconds}
+    report: dict = {"phases": phase.seconds}
     with phase("data"):
         dataset = write_temporal_dataset(cfg_root(out), cfg.data)  # reused when it matches
         rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed)

@@ -62,10 +62,10 @@ def _model_args(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    quiet_harness()
     from eval.lmms_model import NotACheckpoint, check_checkpoint
     from eval.model_args import parse_model_args
 
+    quiet_harness()
     try:
         check_checkpoint(args.model)
         model_args = _model_args(list(args.overrides))
@@ -77,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
     from eval.run import EvalRequest, model_tag, run_eval, summary
     from eval.suite import load_suite, missing_env, missing_packages
 
-    suite_name = "tasks"
     tasks: list[str] = []
     unavailable: dict[str, str] = {}
     include = list(args.include_path)

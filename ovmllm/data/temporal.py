@@ -309,17 +309,23 @@ def write_temporal_dataset(
     return out
 
 
+def qa_row(doc: dict, row_id: str | None = None) -> dict:
+    """A doc's question as a LLaVA row: the evaluation prompt, answered "B. red"."""
+    return llava_row(row_id or f"{doc['id']}-qa", doc["video"], mc_prompt(doc), answer_text(doc))
+
+
+def llava_row(row_id: str, video: str, prompt: str, answer: str) -> dict:
+    return {"id": row_id, "video": video,
+            "conversations": [{"from": "human", "value": f"<video>\n{prompt}"},
+                              {"from": "gpt", "value": answer}]}  # fmt: skip
+
+
 def _train_rows(planned: list[PlannedVideo], seed: int) -> list[dict]:
     """A caption row and a QA row (prompt as in evaluation, answer "B. red") per video."""
     rows = []
     for video in planned:
         doc = video.doc
-        for kind, prompt, answer in (("caption", CAPTION_PROMPT, video.caption),
-                                     ("qa", mc_prompt(doc), answer_text(doc))):  # fmt: skip
-            rows.append({
-                "id": f"{doc['id']}-{kind}", "video": doc["video"],
-                "conversations": [{"from": "human", "value": f"<video>\n{prompt}"},
-                                  {"from": "gpt", "value": answer}],
-            })  # fmt: skip
+        rows.append(llava_row(f"{doc['id']}-caption", doc["video"], CAPTION_PROMPT, video.caption))
+        rows.append(qa_row(doc))
     order = row_rng(seed, "train rows").permutation(len(rows))
     return [rows[i] for i in order]

@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.files import atomic_file, write_text_atomic
-from ovmllm.data.temporal import LETTERS, TemporalConfig, qa_row
+from ovmllm.data.temporal import LETTERS, TemporalConfig, llava_row, mc_prompt, qa_row
 
 TEMPORAL_TASKS = [
     "ovmllm_temporal_event", "ovmllm_temporal_which_moved", "ovmllm_temporal_direction",
     "ovmllm_temporal_entries", "ovmllm_temporal_static_control",
 ]  # fmt: skip
 CONTROL_TASK = "ovmllm_temporal_static_control"
+ANSWER_STYLES = ("option", "letter")
 
 
 @dataclass
@@ -42,6 +43,13 @@ class QuickstartConfig:
     """The generated temporal QA (`ovmllm config temporal`)."""
     qa_permutations: int = 4
     """Each training question is asked with its options in this many orders."""
+    answers: str = "letter"
+    """How training rows answer: `letter` ("B. red", the generator's own rows, as the prompt
+    asks) or `option` (the option's text, "red", which the scorer also takes as that choice:
+    no lookup of the letter in the prompt's option list). At this scale neither lifted the
+    random tiny LLM above chance (README, Quickstart)."""
+    data_workers: int = 2
+    """Processes drawing and encoding the videos."""
     model_file: str = "configs/model/quickstart.yaml"
     """The codec model; the twin is the same model in frames mode at equal tokens per frame."""
     llm_path: str = ""
@@ -56,6 +64,10 @@ class QuickstartConfig:
     eval_limit: int | None = None
     """At most this many test questions per family (default: all)."""
     precompute_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.answers not in ANSWER_STYLES:
+            raise ValueError(f"answers={self.answers!r}: choose one of {ANSWER_STYLES}")
 
 
 class Phases:
@@ -73,9 +85,12 @@ class Phases:
         print(f"== {name}: {self.seconds[name]} s")
 
 
-def training_rows(dataset: Path, permutations: int, seed: int) -> list[dict]:
+def training_rows(
+    dataset: Path, permutations: int, seed: int, answers: str = "letter"
+) -> list[dict]:
     """Caption rows of `train.jsonl` and every train-split question asked with its options in
-    `permutations` seeded orders, as LLaVA rows (prompts rendered as the eval tasks render them)."""
+    `permutations` seeded orders, as LLaVA rows (prompts rendered as the eval tasks render them;
+    `answers` as in QuickstartConfig)."""
     rng = random.Random(seed)
     rows = [
         row for row in map(json.loads, (dataset / "train.jsonl").read_text().splitlines())
@@ -89,15 +104,25 @@ def training_rows(dataset: Path, permutations: int, seed: int) -> list[dict]:
                 if k:  # the first keeps the generated order
                     rng.shuffle(options)
                 asked = dict(doc, options=options, answer=LETTERS[options.index(truth)])
-                rows.append(qa_row(asked, f"{doc['id']}-qa{k}"))
+                rows.append(question_row(asked, f"{doc['id']}-qa{k}", answers))
     rng.shuffle(rows)
     return rows
 
 
-def heldout_rows(dataset: Path, per_family: int = 4) -> list[dict]:
+def question_row(doc: dict, row_id: str, answers: str) -> dict:
+    """A doc's question as a LLaVA row, answered as `answers` says."""
+    if answers == "letter":
+        return qa_row(doc, row_id)
+    if answers == "option":
+        truth = doc["options"][LETTERS.index(doc["answer"])]
+        return llava_row(row_id, doc["video"], mc_prompt(doc), truth)
+    raise ValueError(f"answers={answers!r}: choose one of {ANSWER_STYLES}")
+
+
+def heldout_rows(dataset: Path, answers: str, per_family: int = 4) -> list[dict]:
     """A few test questions as LLaVA rows: the held-out loss the stages log."""
     return [
-        qa_row(doc, doc["id"])
+        question_row(doc, doc["id"], answers)
         for path in sorted((dataset / "test").glob("*.jsonl"))
         for doc in list(map(json.loads, path.read_text().splitlines()))[:per_family]
     ]
@@ -298,10 +323,12 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
     phase = Phases()
     report: dict = {"phases": phase.seconds}
     with phase("data"):
-        dataset = write_temporal_dataset(cfg_root(out), cfg.data)  # reused when it matches
-        rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed)
+        # reused when it matches
+        dataset = write_temporal_dataset(cfg_root(out), cfg.data, workers=cfg.data_workers)
+        rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed, cfg.answers)
         write_text_atomic(out / "data" / "train_rows.jsonl", _jsonl(rows))
-        write_text_atomic(out / "data" / "heldout_rows.jsonl", _jsonl(heldout_rows(dataset)))
+        heldout = heldout_rows(dataset, cfg.answers)
+        write_text_atomic(out / "data" / "heldout_rows.jsonl", _jsonl(heldout))
         orders = cfg.qa_permutations
         print(f"{dataset}: {len(rows)} training rows (captions, questions in {orders} orders)")
 

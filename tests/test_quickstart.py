@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from eval.scoring import chosen_letter
 from ovmllm.cli import main
 from ovmllm.quickstart import training_rows, wilson
 
@@ -42,10 +43,15 @@ def test_quickstart_fast_runs_every_phase(tmp_path, capsys, monkeypatch):
     printed = capsys.readouterr().out
     assert "4 temporal families" in printed and "time per phase" in printed
 
-    rows = training_rows(out / "data" / "temporal", permutations=3, seed=0)
-    questions = [row for row in rows if "-qa" in row["id"]]
-    assert len(questions) == 3 * 2 * 5  # three orders of 2 train questions of 5 families
-    answers = {
-        row["conversations"][1]["value"][3:] for row in questions if "-event-0-" in row["id"]
-    }
-    assert len(answers) == 1  # the same answer text, under whichever letter it moved to
+    for style in ("letter", "option"):
+        rows = training_rows(out / "data" / "temporal", permutations=3, seed=0, answers=style)
+        questions = [row for row in rows if "-qa" in row["id"]]
+        assert len(questions) == 3 * 2 * 5  # three orders of 2 train questions of 5 families
+        event = [row for row in questions if "-event-0-" in row["id"]]
+        said = [row["conversations"][1]["value"] for row in event]
+        # the same answer text, under whichever letter it moved to ("B. red" or "red")
+        assert len({answer.split(". ", 1)[-1] for answer in said}) == 1
+        for row, answer in zip(event, said, strict=True):
+            options = row["conversations"][0]["value"].splitlines()[2:6]  # after <video>, question
+            chosen = chosen_letter(answer, [option[3:] for option in options])
+            assert f"{chosen}. {answer.split('. ', 1)[-1]}" in options

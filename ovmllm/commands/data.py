@@ -14,7 +14,8 @@ import importlib
 import sys
 from pathlib import Path
 
-# generator -> (module, config class, writer `(out, cfg, *, overwrite) -> Path`, what it writes)
+# generator -> (module, config class, writer `(out, cfg, *, overwrite, workers) -> Path`, what
+# it writes)
 GENERATORS = {
     "temporal": (
         "ovmllm.data.temporal",
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace a folder written with other settings"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes drawing and encoding the videos"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config keys")
 
 
@@ -45,7 +49,9 @@ def run(args: argparse.Namespace) -> int:
     module = importlib.import_module(module_name)
     try:
         cfg = load_config(getattr(module, config_name), None, list(args.overrides))
-        folder = getattr(module, writer_name)(args.out, cfg, overwrite=args.overwrite)
+        folder = getattr(module, writer_name)(
+            args.out, cfg, overwrite=args.overwrite, workers=args.workers
+        )
     except (ConfigError, ValueError, OSError) as exc:
         print(f"ovmllm data {args.generator}: {exc}", file=sys.stderr)
         return 1

@@ -26,7 +26,9 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
 
 import av
@@ -229,6 +231,11 @@ def _render(video: PlannedVideo, cfg: TemporalConfig) -> Iterator[np.ndarray]:
         yield image
 
 
+def _write_video(job: tuple[Path, PlannedVideo, TemporalConfig]) -> None:
+    path, video, cfg = job
+    _encode(path, _render(video, cfg), video.encoder, cfg)
+
+
 def _encode(path: Path, images: Iterator[np.ndarray], encoder: str, cfg: TemporalConfig) -> None:
     container = av.open(str(path), "w")
     try:
@@ -269,7 +276,11 @@ def _refuse(out: Path, found: str, wanted: str) -> FileExistsError:
 
 
 def write_temporal_dataset(
-    out: str | Path, cfg: TemporalConfig | None = None, *, overwrite: bool = False
+    out: str | Path,
+    cfg: TemporalConfig | None = None,
+    *,
+    overwrite: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Write the dataset to `out` whole or not at all, or return `out` as it is when it already
     holds one written with the same settings (`config.json`). A folder with other settings or
@@ -278,7 +289,10 @@ def write_temporal_dataset(
     Layout: videos/<split>_<family>_<i>.mp4; test/<family>.jsonl and train/<family>.jsonl (one
     lmms-eval doc a line: id, family, video relative to `out`, question, options, answer
     letter, truth; spans are [start, stop) frame ids); train.jsonl (LLaVA rows: a caption row
-    and a QA row per train video); config.json."""
+    and a QA row per train video); config.json.
+
+    `workers` processes draw and encode the videos (each from its own seed: the same bytes for
+    any count)."""
     cfg = cfg or TemporalConfig()
     out, record = Path(out), _record(cfg)
     recorded = out / "config.json"
@@ -296,8 +310,13 @@ def write_temporal_dataset(
     with atomic_dir(out, keep_existing=not overwrite) as tmp:
         for sub in ("videos", "train", "test"):
             (tmp / sub).mkdir()
-        for video in planned:
-            _encode(tmp / video.doc["video"], _render(video, cfg), video.encoder, cfg)
+        jobs = [(tmp / video.doc["video"], video, cfg) for video in planned]
+        if workers > 1:
+            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+                list(pool.map(_write_video, jobs, chunksize=4))
+        else:
+            for job in jobs:
+                _write_video(job)
         for split in ("train", "test"):
             for family in cfg.families:
                 docs = [v.doc for v in planned if v.doc["id"].startswith(f"{split}-{family}-")]

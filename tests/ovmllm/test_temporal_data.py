@@ -65,10 +65,13 @@ def _expected(doc: dict) -> str:
 def test_same_config_gives_identical_files_and_a_written_folder_is_reused(
     tiny_dataset, tmp_path, monkeypatch
 ):
-    again = write_temporal_dataset(tmp_path / "again", TemporalConfig(**TINY))
+    # two worker processes write what one wrote, byte for byte
+    again = write_temporal_dataset(tmp_path / "again", TemporalConfig(**TINY), workers=2)
     texts = sorted(p.relative_to(tiny_dataset) for p in tiny_dataset.rglob("*.json*"))
     assert len(texts) == 2 * len(FAMILIES) + 2  # train/ and test/ docs, train.jsonl, config.json
-    for name in texts:
+    videos = sorted(p.relative_to(tiny_dataset) for p in tiny_dataset.rglob("*.mp4"))
+    assert videos
+    for name in texts + videos:
         assert (again / name).read_bytes() == (tiny_dataset / name).read_bytes(), name
 
     def no_encoding(*args, **kwargs):

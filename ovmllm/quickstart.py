@@ -48,6 +48,9 @@ class QuickstartConfig:
     asks) or `option` (the option's text, "red", which the scorer also takes as that choice:
     no lookup of the letter in the prompt's option list). At this scale neither lifted the
     random tiny LLM above chance (README, Quickstart)."""
+    captions: bool = True
+    """Train on the caption rows too (with them, the tiny LLM's answers ran on into caption
+    text)."""
     data_workers: int = 2
     """Processes drawing and encoding the videos."""
     model_file: str = "configs/model/quickstart.yaml"
@@ -86,15 +89,15 @@ class Phases:
 
 
 def training_rows(
-    dataset: Path, permutations: int, seed: int, answers: str = "letter"
+    dataset: Path, permutations: int, seed: int, answers: str = "letter", captions: bool = True
 ) -> list[dict]:
-    """Caption rows of `train.jsonl` and every train-split question asked with its options in
-    `permutations` seeded orders, as LLaVA rows (prompts rendered as the eval tasks render them;
-    `answers` as in QuickstartConfig)."""
+    """Caption rows of `train.jsonl` (unless not `captions`) and every train-split question
+    asked with its options in `permutations` seeded orders, as LLaVA rows (prompts rendered as
+    the eval tasks render them; `answers` as in QuickstartConfig)."""
     rng = random.Random(seed)
     rows = [
         row for row in map(json.loads, (dataset / "train.jsonl").read_text().splitlines())
-        if row["id"].endswith("-caption")
+        if captions and row["id"].endswith("-caption")
     ]  # fmt: skip
     for path in sorted((dataset / "train").glob("*.jsonl")):
         for doc in map(json.loads, path.read_text().splitlines()):
@@ -325,12 +328,13 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
     with phase("data"):
         # reused when it matches
         dataset = write_temporal_dataset(cfg_root(out), cfg.data, workers=cfg.data_workers)
-        rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed, cfg.answers)
+        rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed, cfg.answers, cfg.captions)
         write_text_atomic(out / "data" / "train_rows.jsonl", _jsonl(rows))
         heldout = heldout_rows(dataset, cfg.answers)
         write_text_atomic(out / "data" / "heldout_rows.jsonl", _jsonl(heldout))
         orders = cfg.qa_permutations
-        print(f"{dataset}: {len(rows)} training rows (captions, questions in {orders} orders)")
+        what = "captions, questions" if cfg.captions else "questions"
+        print(f"{dataset}: {len(rows)} training rows ({what} in {orders} orders)")
 
     model = load_config(ModelConfig, cfg.model_file)
     with phase("selections"):  # T = 64 codec selections of every training video, once

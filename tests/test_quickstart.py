@@ -55,3 +55,5 @@ def test_quickstart_fast_runs_every_phase(tmp_path, capsys, monkeypatch):
             options = row["conversations"][0]["value"].splitlines()[2:6]  # after <video>, question
             chosen = chosen_letter(answer, [option[3:] for option in options])
             assert f"{chosen}. {answer.split('. ', 1)[-1]}" in options
+    without = training_rows(out / "data" / "temporal", permutations=1, seed=0, captions=False)
+    assert len(without) == 2 * 5 and all("-qa" in row["id"] for row in without)

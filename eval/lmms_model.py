@@ -217,6 +217,7 @@ class OVMLLMEval(lmms):
             do_sample=False,
             num_beams=1,
             pad_token_id=pad,
+            eos_token_id=self.processor.chat.stop_token_ids,  # the answer ends at end of turn
         )
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)

@@ -117,6 +117,7 @@ class ChatProcessor:
         self.added_tokens = ensure_vision_tokens(tokenizer)
         self.token_ids = {k: tokenizer.convert_tokens_to_ids(v) for k, v in VISION_TOKENS.items()}
         self.end_of_turn = self._end_of_turn_marker()
+        self.stop_token_ids = self._stop_token_ids()
 
     def _end_of_turn_marker(self) -> str:
         """What the template writes right after an assistant message (e.g. `<|im_end|>`)."""
@@ -125,6 +126,19 @@ class ChatProcessor:
         )
         after = text[spans[-1][1] :].split()
         return after[0] if after else ""
+
+    def _stop_token_ids(self) -> list[int]:
+        """Token ids that end an answer: the end-of-turn marker (when it is one token) and the
+        tokenizer's end of sequence. Generation must stop on them itself: a random-init LLM's
+        config names no end-of-sequence id, and without one greedy decoding runs on past the
+        answer to `max_new_tokens`."""
+        ids = []
+        if self.end_of_turn:
+            marker = self.tokenizer.encode(self.end_of_turn, add_special_tokens=False)
+            ids += marker if len(marker) == 1 else []
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return list(dict.fromkeys(ids))
 
     def _render(
         self, messages: list[dict], generation_prompt: bool = False

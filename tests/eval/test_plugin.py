@@ -231,23 +231,20 @@ def test_a_missing_video_is_scored_wrong_and_the_run_goes_on(
     assert results["n-samples"]["ovmllm_broken_video_mc"]["effective"] == 2
 
 
-def test_answers_equal_a_direct_generate_and_do_not_depend_on_the_batch(
-    tiny_checkpoint, local_tasks
-):
+def _chart_requests(local_tasks, count: int, settings: dict) -> tuple[list[dict], list]:
+    """The first `count` chartqa_local docs and their generate_until requests, as lmms-eval
+    builds them (messages from doc_to_visual and doc_to_text)."""
     from lmms_eval.api.instance import Instance
 
-    from eval.lmms_model import OVMLLMEval
     from eval.scoring import doc_to_visual
-    from ovmllm.model import OVMLLMForCausalLM
 
     name = "ovmllm_chartqa_local"
-    docs = [json.loads(line) for line in (local_tasks[0] / "chartqa_local.jsonl").open()][:3]
+    docs = [json.loads(line) for line in (local_tasks[0] / "chartqa_local.jsonl").open()][:count]
 
-    def doc_to_messages(doc):  # what lmms-eval builds from doc_to_visual and doc_to_text
+    def doc_to_messages(doc):
         content = [{"type": "image", "url": image} for image in doc_to_visual(doc)]
         return [{"role": "user", "content": [*content, {"type": "text", "text": doc["prompt"]}]}]
 
-    settings = {"max_new_tokens": 8, "until": ["\n\n"]}
     requests = [
         Instance(
             "generate_until",
@@ -257,6 +254,17 @@ def test_answers_equal_a_direct_generate_and_do_not_depend_on_the_batch(
         )
         for i in range(len(docs))
     ]
+    return docs, requests
+
+
+def test_answers_equal_a_direct_generate_and_do_not_depend_on_the_batch(
+    tiny_checkpoint, local_tasks
+):
+    from eval.lmms_model import OVMLLMEval
+    from ovmllm.model import OVMLLMForCausalLM
+
+    name = "ovmllm_chartqa_local"
+    docs, requests = _chart_requests(local_tasks, 3, {"max_new_tokens": 8, "until": ["\n\n"]})
     answers = {}
     for batch_size in (1, 3):
         plugin = OVMLLMEval(
@@ -272,11 +280,41 @@ def test_answers_equal_a_direct_generate_and_do_not_depend_on_the_batch(
     items = processor.load(images=[Image.open(doc["image"]).convert("RGB")])
     turns = [{"from": "human", "value": "<image>\n" + doc["prompt"]}]
     prompt = torch.tensor([processor.prompt(turns, items)])
-    new = model.generate(prompt, visual=items, max_new_tokens=8, do_sample=False)
+    new = model.generate(prompt, visual=items, max_new_tokens=8, do_sample=False,
+                         eos_token_id=processor.chat.stop_token_ids)  # fmt: skip
     direct = processor.tokenizer.decode(new[0], skip_special_tokens=True)
     assert answers[1][0] == direct.split("\n\n")[0].strip()
     with pytest.raises(NotImplementedError, match="generate_until tasks only"):
         plugin.loglikelihood(requests)
+
+
+def test_an_answer_ends_at_the_end_of_turn_token(tiny_checkpoint, local_tasks):
+    """The random-init LLM's config names no end-of-sequence id: the plugin stops at the chat
+    template's end-of-turn token itself, instead of decoding on to max_new_tokens (the tokens
+    after it used to be appended to the answer)."""
+    from eval.lmms_model import OVMLLMEval
+
+    plugin = OVMLLMEval(pretrained=str(tiny_checkpoint), cache_dir="none")
+    tokenizer, chat = plugin.tokenizer, plugin.processor.chat
+    assert chat.end_of_turn and chat.stop_token_ids
+    assert tokenizer.convert_tokens_to_ids(chat.end_of_turn) in chat.stop_token_ids
+    (answer,) = tokenizer.encode(" yes", add_special_tokens=False)[:1]
+    (after,) = tokenizer.encode(" no", add_special_tokens=False)[:1]
+    end = chat.stop_token_ids[0]
+    calls = []
+
+    def scripted(module, inputs, logits):  # "yes", end of turn, then "no" for ever
+        token = (answer, end)[len(calls)] if len(calls) < 2 else after
+        calls.append(token)
+        boost = torch.zeros(logits.shape[-1])
+        boost[token] = 1e4
+        return logits + boost
+
+    plugin.model.llm.get_output_embeddings().register_forward_hook(scripted)
+    docs, requests = _chart_requests(local_tasks, 1, {"max_new_tokens": 8})
+    plugin.task_dict = {"ovmllm_chartqa_local": {"test": docs}}
+    assert [text.strip() for text in plugin.generate_until(requests)] == ["yes"]
+    assert calls == [answer, end]  # it stopped: nothing was decoded after the end of turn
 
 
 def test_a_folder_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, capsys):

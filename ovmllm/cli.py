@@ -21,6 +21,10 @@ SUBCOMMANDS = {
     "train": ("ovmllm.commands.train", "run one training stage (DeepSpeed)"),
     "eval": ("ovmllm.commands.eval", "evaluate a checkpoint on an lmms-eval suite"),
     "ablate": ("ovmllm.commands.ablate", "accuracy against visual-token budgets, per mode"),
+    "probe": (
+        "ovmllm.commands.probe",
+        "attentive probe of a frozen encoder: codec patches vs dense frames per patch budget",
+    ),
     "leaderboard": (
         "ovmllm.commands.leaderboard",
         "tables and a chart of evaluated runs beside the paper's numbers",

@@ -31,6 +31,7 @@ KINDS = {
     "codec": ("encoder.codec", "CodecConfig", "ovmllm codec select (configs/codec/*.yaml)"),
     "toydata": ("ovmllm.data.toy", "ToyDataConfig", "ovmllm toydata key=value"),
     "temporal": ("ovmllm.data.temporal", "TemporalConfig", "ovmllm data temporal key=value"),
+    "probe": ("eval.probe.config", "ProbeConfig", "ovmllm probe (configs/eval/probe_*.yaml)"),
     "eval-args": (
         "eval.model_args",
         "EvalModelArgs",

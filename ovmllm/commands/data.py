@@ -23,6 +23,12 @@ GENERATORS = {
         "write_temporal_dataset",
         "temporal video QA: test/<family>.jsonl lmms-eval docs, train.jsonl LLaVA rows",
     ),
+    "actions": (
+        "ovmllm.data.temporal_actions",
+        "ActionConfig",
+        "write_action_dataset",
+        "labelled action clips for ovmllm probe: train.txt / val.txt (path label), labels.json",
+    ),
 }
 
 
@@ -55,6 +61,6 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError, OSError) as exc:
         print(f"ovmllm data {args.generator}: {exc}", file=sys.stderr)
         return 1
-    for path in sorted(Path(folder).rglob("*.jsonl")):
+    for path in sorted([*Path(folder).rglob("*.jsonl"), *Path(folder).glob("*.txt")]):
         print(f"{path}: {len(path.read_text().splitlines())} rows")
     return 0

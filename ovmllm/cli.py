@@ -25,6 +25,10 @@ SUBCOMMANDS = {
         "ovmllm.commands.probe",
         "attentive probe of a frozen encoder: codec patches vs dense frames per patch budget",
     ),
+    "concepts": (
+        "ovmllm.commands.concepts",
+        "concept bank for encoder pretraining: extract, cluster, assign, ocr labels",
+    ),
     "leaderboard": (
         "ovmllm.commands.leaderboard",
         "tables and a chart of evaluated runs beside the paper's numbers",

@@ -32,6 +32,9 @@ KINDS = {
     "toydata": ("ovmllm.data.toy", "ToyDataConfig", "ovmllm toydata key=value"),
     "temporal": ("ovmllm.data.temporal", "TemporalConfig", "ovmllm data temporal key=value"),
     "probe": ("eval.probe.config", "ProbeConfig", "ovmllm probe (configs/eval/probe_*.yaml)"),
+    "concepts-extract": ("encoder.concepts.extract", "ExtractConfig", "ovmllm concepts extract"),
+    "concepts-cluster": ("encoder.concepts.cluster", "ClusterConfig", "ovmllm concepts cluster"),
+    "concepts-ocr": ("encoder.concepts.ocr_labels", "OcrConfig", "ovmllm concepts ocr"),
     "eval-args": (
         "eval.model_args",
         "EvalModelArgs",

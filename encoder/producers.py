@@ -104,9 +104,14 @@ def image_item(
     )
 
 
+def frames_config(num_frames: int, size: int, patch: int) -> CodecConfig:
+    """The settings `frames_item` decodes with (and a frames cache is keyed on)."""
+    return CodecConfig(frames=num_frames, canvas_size=size, patch=patch, budget_frames=num_frames)
+
+
 def frames_item(video: str | Path, num_frames: int, size: int, patch: int) -> PackedVisualTokens:
     """n uniform frames letterboxed to size x size, every patch, t = linspace(0, 63, n)."""
     from encoder.codec.pipeline import uniform_frames  # decodes: PyAV loads only for video
 
-    cfg = CodecConfig(frames=num_frames, canvas_size=size, patch=patch, budget_frames=num_frames)
+    cfg = frames_config(num_frames, size, patch)
     return uniform_frames(video, num_frames, cfg).to_packed()

@@ -15,7 +15,7 @@ from pathlib import Path
 from encoder.codec import CodecConfig, read_assets, write_assets
 from encoder.codec.assets import asset_key
 from encoder.packed import PackedVisualTokens
-from encoder.producers import ImagePolicy, frames_item, image_item
+from encoder.producers import ImagePolicy, frames_config, frames_item, image_item
 from encoder.towers import TowerSpec
 
 
@@ -33,7 +33,8 @@ class MediaConfig:
     """Frames-mode canvas side in px; 0 = the tower's own (`TowerSpec.frame_size`: the paper's
     504 for OV-Encoder, 512 for SigLIP2 and Qwen3-ViT)."""
     cache_dir: str = ""
-    """Codec selections cached here, keyed on path, size, mtime, settings."""
+    """Codec selections (and, in `frames` mode, the decoded frames) cached here, keyed on path,
+    size, mtime, settings."""
     layout: str = "compact"
     """Placeholder tokens in the LLM's text: `reference` (the paper's: runs of image pads, one
     per canvas frame of a codec video / per frame / per image, newline-separated, no vision
@@ -56,7 +57,19 @@ def load_video(
 ) -> PackedVisualTokens:
     if media.video_mode == "frames":
         size = media.frame_size or spec.frame_size
-        return frames_item(path, media.frames, size, spec.patch_size)
+        if not media.cache_dir:
+            return frames_item(path, media.frames, size, spec.patch_size)
+        # A training epoch reads each video many times; decoding it each time cost more than
+        # the tiny model's whole step. The frames are stored as the assets of a uniform
+        # selection (same writer and reader), under their own prefix.
+        from encoder.codec.pipeline import uniform_frames  # decodes: loads PyAV (see above)
+
+        cfg = frames_config(media.frames, size, spec.patch_size)
+        path = Path(path).resolve()
+        folder = Path(media.cache_dir) / f"frames-{asset_key(str(path), path, cfg)}"
+        if not folder.is_dir():
+            write_assets(uniform_frames(path, media.frames, cfg), folder, keep_existing=True)
+        return read_assets(folder).to_packed()
     if "codec" not in spec.kinds:
         raise ValueError(f"tower {spec.name} cannot take codec video: set media.video_mode=frames")
     if assets:

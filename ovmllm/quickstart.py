@@ -57,6 +57,10 @@ class QuickstartConfig:
     """The codec model; the twin is the same model in frames mode at equal tokens per frame."""
     llm_path: str = ""
     """An LLM folder or `package:smollm2` instead of the config's random-init LLM."""
+    batch_size: int = 64
+    """Samples per optimizer step in both stages of both models. The tiny model's step costs
+    mostly per-step overhead on a CPU, so 64 samples (packed into sequences of the stages'
+    max_length) give about 5x the samples a second of 8 (README, Quickstart)."""
     align: str = "configs/train/quickstart_align.yaml"
     align_steps: int = 20
     instruct: str = "configs/train/quickstart_instruct.yaml"
@@ -71,6 +75,8 @@ class QuickstartConfig:
     def __post_init__(self) -> None:
         if self.answers not in ANSWER_STYLES:
             raise ValueError(f"answers={self.answers!r}: choose one of {ANSWER_STYLES}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size}: must be at least 1")
 
 
 class Phases:
@@ -172,6 +178,7 @@ def train_model(
     for stage, path, steps in (("align", cfg.align, cfg.align_steps),
                                ("instruct", cfg.instruct, cfg.instruct_steps)):  # fmt: skip
         overrides = [f"output_dir={out / name / stage}", f"max_steps={steps}",
+                     f"batch_size={cfg.batch_size}",
                      f"data.sources={sources}", f"eval_data={heldout}",
                      f"eval_root={cfg_root(out)}", f"eval_every={max(steps // 4, 1)}"]  # fmt: skip
         if init is None:
@@ -353,7 +360,9 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
     with phase("train codec model"):
         report["codec_model"] = train_model(cfg, out, "codec", codec_sources, [])
     with phase("train frames twin"):
-        twin = frames_twin(model)
+        # its frames decoded once per video (MediaConfig.cache_dir), as the codec model's
+        # selections are: decoding every read cost more than the tiny model's step
+        twin = [*frames_twin(model), f"model.media.cache_dir={out / 'selections' / 'frames'}"]
         report["frames_model"] = train_model(cfg, out, "frames", frames_sources, twin)
     with phase("evaluate"):
         rows = evaluate(cfg, out, report["codec_model"]["export"], report["frames_model"]["export"])

@@ -157,21 +157,34 @@ def test_pack_is_next_fit_and_refuses_oversized_samples():
         pack([3, 9], 7)
 
 
-def test_online_codec_selection_is_cached_on_disk(model, make_video, tmp_path):
+@pytest.mark.parametrize("mode", ["codec", "frames"])
+def test_online_video_tokens_are_cached_on_disk(model, make_video, tmp_path, monkeypatch, mode):
+    """Codec selections and, in frames mode, decoded frames: written once, then read back
+    (decoding again would fail here), identical to the uncached pixels."""
+    import encoder.codec.pipeline as pipeline
     from ovmllm.media import load_video
 
     video = make_video("mover.mp4", kind="mover", width=320, height=240, frames=96)
     media = model.processor.media
+    media = type(media)(**{**media.__dict__, "video_mode": mode, "frames": 4, "frame_size": 56})
     cached = type(media)(**{**media.__dict__, "cache_dir": str(tmp_path / "cache")})
     first = load_video(video.path, cached, model.tower.spec)
     folders = list((tmp_path / "cache").iterdir())
     assert len(folders) == 1 and (folders[0] / "patches.npy").is_file()
-    again = load_video(video.path, cached, model.tower.spec)  # read back, not recomputed
-    assert torch.equal(first.patches, again.patches) and torch.equal(
-        first.positions, again.positions
-    )
+    assert folders[0].name.startswith("frames-") == (mode == "frames")
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again instead of reading the cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pipeline, "select_patches", no_decoding)
+        patch.setattr(pipeline, "uniform_frames", no_decoding)
+        again = load_video(video.path, cached, model.tower.spec)
+    assert torch.equal(first.patches, again.patches)
+    assert torch.equal(first.positions, again.positions) and first.grids == again.grids
     online = load_video(video.path, media, model.tower.spec)
     assert torch.equal(online.patches, first.patches)  # cached assets give identical pixels
+    assert online.kinds == first.kinds == [mode]
 
 
 def test_the_real_demo_video_rows_load_through_the_dataset(model, real_video_samples):

@@ -232,9 +232,10 @@ def collect_rows(cells: list[Cell], out: Path, tasks: list[str], failed: dict) -
     return rows
 
 
-def _csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict], fields: tuple[str, ...] | list[str] = CSV_FIELDS) -> str:
+    """Rows as CSV text with a header (the ablation's columns unless `fields` says others)."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -300,7 +301,7 @@ def _figure(rows: list[dict]):
 
 def write_outputs(rows: list[dict], out: Path) -> dict[str, Path]:
     paths = {
-        "csv": write_text_atomic(out / "ablation.csv", _csv(rows)),
+        "csv": write_text_atomic(out / "ablation.csv", csv_text(rows)),
         "markdown": write_text_atomic(out / "ablation.md", _markdown(rows)),
     }
     figure = _figure(rows)

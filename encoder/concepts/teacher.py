@@ -25,6 +25,7 @@ from PIL import Image
 from encoder.packed import PackedVisualTokens
 from encoder.producers import ImagePolicy, image_item
 from encoder.towers import TowerConfig, VisionTower, build_tower
+from encoder.towers.base import inference_device
 
 TEACHER_SOURCES = ("tower", "transformers")
 
@@ -74,13 +75,6 @@ def folder_fingerprint(folder: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def _device(name: str) -> tuple[torch.device, torch.dtype]:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
-
-
 class TowerTeacher:
     def __init__(self, tower: VisionTower, cfg: TeacherConfig) -> None:
         self.tower, self.cfg = tower, cfg
@@ -88,7 +82,7 @@ class TowerTeacher:
 
     @classmethod
     def build(cls, cfg: TeacherConfig) -> TowerTeacher:
-        device, dtype = _device(cfg.device)
+        device, dtype = inference_device(cfg.device)
         # random-init weights: the same on every (re)run, the caller's RNG left as it was
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
@@ -126,7 +120,7 @@ class TransformersTeacher:
             model = AutoModel.from_pretrained(folder)
         except (OSError, ValueError) as exc:
             raise TeacherError(f"{folder}: not a loadable model ({exc})") from exc
-        device, dtype = _device(cfg.device)
+        device, dtype = inference_device(cfg.device)
         model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         return cls(model, processor, cfg)
 

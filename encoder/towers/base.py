@@ -172,6 +172,15 @@ class VisionTower(nn.Module):
         )
 
 
+def inference_device(name: str) -> tuple[torch.device, torch.dtype]:
+    """Where a frozen tower runs and in which precision: `auto` is the GPU in bf16 when there
+    is one, else the CPU in fp32 (bf16 matmuls are slow on CPUs)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    return device, torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
 def output_cu_seqlens(counts: list[int], device: torch.device) -> torch.Tensor:
     cu = torch.zeros(len(counts) + 1, dtype=torch.int32, device=device)
     cu[1:] = torch.tensor(counts, device=device).cumsum(0)

@@ -28,6 +28,7 @@ from safetensors import safe_open
 
 from encoder.packed import PackedVisualTokens
 from encoder.towers import TOWERS, TowerConfig, TowerSpec, VisionTower, build_tower
+from encoder.towers.base import inference_device
 
 OVMLLM_MODEL_TYPE = "ovmllm"
 # config.json model_type of a tower folder -> the tower that loads it
@@ -163,14 +164,6 @@ def _fingerprint(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def pick_device(device: str) -> tuple[torch.device, torch.dtype]:
-    """`auto`: the GPU in bf16 when there is one, else the CPU in fp32."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
-    return resolved, torch.bfloat16 if resolved.type == "cuda" else torch.float32
-
-
 def load_encoder(folder: str | Path, device: str = "auto") -> FrozenEncoder:
     """The frozen tower of `folder` (a tower folder or an ovmllm model folder), in eval mode
     without gradients, on `device` (bf16 on a GPU, fp32 on the CPU)."""
@@ -188,6 +181,6 @@ def load_encoder(folder: str | Path, device: str = "auto") -> FrozenEncoder:
         known = ", ".join([OVMLLM_MODEL_TYPE, *TOWER_OF_MODEL_TYPE])
         raise EncoderError(f"{folder}: model_type {model_type!r} is not a probe-able encoder "
                            f"({known})")  # fmt: skip
-    torch_device, dtype = pick_device(device)
+    torch_device, dtype = inference_device(device)
     tower = tower.to(device=torch_device, dtype=dtype).eval().requires_grad_(False)
     return FrozenEncoder(tower, folder, _fingerprint(folder))

@@ -4,11 +4,11 @@ the paper's reference, its averages over 8 action datasets (PAPER.md section 1) 
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 
 from encoder.files import atomic_file, write_text_atomic
+from eval.ablate import csv_text
 
 CSV_FIELDS = ("dataset", "encoder", "mode", "control", "budget", "frame_equivalents", "top1",
               "epochs", "best_epoch", "tokens", "tower_patches_per_frame", "train_clips",
@@ -26,14 +26,6 @@ PAPER_CONTROLS = {"paper: codec + nonsalient:0.5": (4096, 55.4),
 
 def series_name(row: dict) -> str:
     return row["mode"] if row["control"] == "none" else f"{row['mode']} + {row['control']}"
-
-
-def _csv(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
 
 
 def _markdown(rows: list[dict], reference: bool) -> str:
@@ -105,7 +97,7 @@ def _figure(rows: list[dict], reference: bool):
 
 def write_report(rows: list[dict], out: Path, reference: bool = False) -> dict[str, Path]:
     paths = {
-        "csv": write_text_atomic(out / "probe.csv", _csv(rows)),
+        "csv": write_text_atomic(out / "probe.csv", csv_text(rows, CSV_FIELDS)),
         "markdown": write_text_atomic(out / "probe.md", _markdown(rows, reference)),
     }
     from matplotlib import pyplot as plt

@@ -47,7 +47,7 @@ from ovmllm.data.temporal_scenes import (
     row_rng,
 )
 
-GENERATOR_VERSION = 1  # bump when a change alters what a config generates (invalidates caches)
+GENERATOR_VERSION = 2  # bump when a change alters what a config generates (invalidates caches)
 LETTERS = "ABCD"
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 CAPTION_PROMPT = "Describe what happens in the video."
@@ -236,15 +236,24 @@ def _write_video(job: tuple[Path, PlannedVideo, TemporalConfig]) -> None:
     _encode(path, _render(video, cfg), video.encoder, cfg)
 
 
+def _write_videos(jobs: list[tuple[Path, PlannedVideo, TemporalConfig]]) -> None:
+    for job in jobs:
+        _write_video(job)
+
+
 def _encode(path: Path, images: Iterator[np.ndarray], encoder: str, cfg: TemporalConfig) -> None:
     container = av.open(str(path), "w")
     try:
         stream = container.add_stream(encoder, rate=cfg.fps)
         stream.width, stream.height, stream.pix_fmt = cfg.width, cfg.height, "yuv420p"
+        # One encoder thread: by default x264 sizes its threads (and its slices) to the CPUs it
+        # sees, which made the same config write other bytes in another process or machine.
+        stream.codec_context.thread_count = 1
         if encoder == "mpeg4":
             stream.bit_rate = 800_000  # its 200 kb/s default turns the grain into blocks
         if encoder == "libx265":
-            stream.options = {"x265-params": "log-level=error"}  # x265 logs to stderr by default
+            # x265 logs to stderr by default; its frame threads and pool follow the CPU count
+            stream.options = {"x265-params": "log-level=error:frame-threads=1:pools=1"}
         for image in images:
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
@@ -292,7 +301,7 @@ def write_temporal_dataset(
     and a QA row per train video); config.json.
 
     `workers` processes draw and encode the videos (each from its own seed: the same bytes for
-    any count)."""
+    any count), and one more encodes the HEVC ones."""
     cfg = cfg or TemporalConfig()
     out, record = Path(out), _record(cfg)
     recorded = out / "config.json"
@@ -311,12 +320,18 @@ def write_temporal_dataset(
         for sub in ("videos", "train", "test"):
             (tmp / sub).mkdir()
         jobs = [(tmp / video.doc["video"], video, cfg) for video in planned]
-        if workers > 1:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                list(pool.map(_write_video, jobs, chunksize=4))
-        else:
-            for job in jobs:
-                _write_video(job)
+        # An x265 encode leaves process-wide state behind that changes what x264 then writes in
+        # the same process (measured: other bytes for the same frames). So the videos are
+        # encoded in fresh processes, never in the caller's, and HEVC ones in a process of
+        # their own, in a fixed order: the same bytes whatever ran before and for any count.
+        hevc = [job for job in jobs if job[1].encoder == "libx265"]
+        rest = [job for job in jobs if job[1].encoder != "libx265"]
+        spawn = get_context("spawn")
+        with ProcessPoolExecutor(1, mp_context=spawn) as hevc_pool:
+            hevc_done = hevc_pool.submit(_write_videos, hevc)
+            with ProcessPoolExecutor(max(1, workers), mp_context=spawn) as pool:
+                list(pool.map(_write_video, rest, chunksize=4))
+            hevc_done.result()
         for split in ("train", "test"):
             for family in cfg.families:
                 docs = [v.doc for v in planned if v.doc["id"].startswith(f"{split}-{family}-")]

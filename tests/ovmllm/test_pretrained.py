@@ -91,7 +91,7 @@ def test_quickstart_model_has_smollm2_tokenizer_and_vision_tokens(
     assert model.llm.get_input_embeddings().num_embeddings == len(tokenizer)
     assert type(model.llm).__name__ == "Qwen3ForCausalLM"
     codec = cfg.media.codec
-    assert (codec.frames, codec.patches_per_frame, codec.num_patches) == (64, 100, 400)
+    assert (codec.frames, codec.patches_per_frame, codec.num_patches) == (64, 100, 200)
 
     # labels come from SmolLM2's own template: the answer and its <|im_end|>, nothing else
     turns = [

@@ -65,14 +65,21 @@ def _expected(doc: dict) -> str:
 def test_same_config_gives_identical_files_and_a_written_folder_is_reused(
     tiny_dataset, tmp_path, monkeypatch
 ):
-    # two worker processes write what one wrote, byte for byte
-    again = write_temporal_dataset(tmp_path / "again", TemporalConfig(**TINY), workers=2)
+    # An x265 encode here first: it changes what x264 writes later in the same process, and
+    # the writer must not depend on what ran before it. Then two worker processes, and one
+    # again, write what one wrote before, byte for byte.
+    cfg = TemporalConfig(**TINY)
+    hevc = next(video for video in temporal.plan_videos(cfg) if video.encoder == "libx265")
+    temporal._write_video((tmp_path / "hevc.mp4", hevc, cfg))
+    again = write_temporal_dataset(tmp_path / "again", cfg, workers=2)
+    once = write_temporal_dataset(tmp_path / "once", cfg)
     texts = sorted(p.relative_to(tiny_dataset) for p in tiny_dataset.rglob("*.json*"))
     assert len(texts) == 2 * len(FAMILIES) + 2  # train/ and test/ docs, train.jsonl, config.json
     videos = sorted(p.relative_to(tiny_dataset) for p in tiny_dataset.rglob("*.mp4"))
     assert videos
     for name in texts + videos:
-        assert (again / name).read_bytes() == (tiny_dataset / name).read_bytes(), name
+        expected = (tiny_dataset / name).read_bytes()
+        assert (again / name).read_bytes() == expected == (once / name).read_bytes(), name
 
     def no_encoding(*args, **kwargs):
         raise AssertionError("a dataset with the same config was generated again")

@@ -65,11 +65,11 @@ def load_video(
         from encoder.codec.pipeline import uniform_frames  # decodes: loads PyAV (see above)
 
         cfg = frames_config(media.frames, size, spec.patch_size)
-        path = Path(path).resolve()
-        folder = Path(media.cache_dir) / f"frames-{asset_key(str(path), path, cfg)}"
-        if not folder.is_dir():
-            write_assets(uniform_frames(path, media.frames, cfg), folder, keep_existing=True)
-        return read_assets(folder).to_packed()
+
+        def select(video: Path, cfg: CodecConfig):
+            return uniform_frames(video, media.frames, cfg)
+
+        return _cached(path, media.cache_dir, cfg, select, prefix="frames-").to_packed()
     if "codec" not in spec.kinds:
         raise ValueError(f"tower {spec.name} cannot take codec video: set media.video_mode=frames")
     if assets:
@@ -78,9 +78,15 @@ def load_video(
 
     if not media.cache_dir:
         return select_patches(path, media.codec).to_packed()
+    return _cached(path, media.cache_dir, media.codec, select_patches, expected=True).to_packed()
+
+
+def _cached(path, cache_dir: str, cfg: CodecConfig, select, prefix: str = "", expected=False):
+    """`select(path, cfg)` through the asset cache (folder: prefix + the video's asset key);
+    `expected`: the folder must hold what `cfg` selects."""
     path = Path(path).resolve()
-    folder = Path(media.cache_dir) / asset_key(str(path), path, media.codec)
+    folder = Path(cache_dir) / f"{prefix}{asset_key(str(path), path, cfg)}"
     if not folder.is_dir():  # written atomically: a folder that exists is complete
         # Dataloader workers may select the same video at once: the first folder stays.
-        write_assets(select_patches(path, media.codec), folder, keep_existing=True)
-    return read_assets(folder, expected=media.codec).to_packed()
+        write_assets(select(path, cfg), folder, keep_existing=True)
+    return read_assets(folder, expected=cfg if expected else None)

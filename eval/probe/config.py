@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from encoder.codec import CodecConfig
 from eval.probe.features import STORE_DTYPES
@@ -98,6 +99,10 @@ class ProbeConfig:
             raise ConfigError(f"reference={self.reference!r} is not one of: paper")
         if not self.budgets or min(self.budgets) < 1:
             raise ConfigError(f"budgets {self.budgets}: give positive patch counts")
+
+    def dataset_name(self) -> str:
+        """`dataset`, else the training list's folder name."""
+        return self.dataset or Path(self.train).resolve().parent.name
 
     def check_inputs(self) -> None:
         missing = [key for key in ("encoder", "train", "val") if not getattr(self, key)]

@@ -106,7 +106,7 @@ def run_probe(
     encoder = load_encoder(cfg.encoder, cfg.extract.device)
     spec = encoder.spec
     cells = plan_probe_cells(cfg.budgets, cfg.modes, cfg.controls, cfg.codec, spec, cfg.encoder)
-    dataset = cfg.dataset or Path(cfg.train).resolve().parent.name
+    dataset = cfg.dataset_name()
     per_frame = (frame_side(cfg.codec, spec) // spec.patch_size) ** 2
     progress(f"probe: {dataset}, {len(data.train)} train / {len(data.val)} val clips, "
              f"{len(data.ids)} classes; encoder {encoder.name} ({spec.name}, frozen, on "

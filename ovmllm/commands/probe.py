@@ -64,9 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(ProbeConfig, args.config, _overrides(args))
-        cfg.check_inputs()
-        dataset = cfg.dataset or Path(cfg.train).resolve().parent.name
-        out = Path(args.out or Path("runs/probe") / Path(cfg.encoder).name / dataset)
+        cfg.check_inputs()  # before `out` is named from the inputs
+        out = Path(args.out or Path("runs/probe") / Path(cfg.encoder).name / cfg.dataset_name())
         run_probe(cfg, out)
     except (ConfigError, EncoderError, ListError, ValueError, OSError) as exc:
         print(f"ovmllm probe: {exc}", file=sys.stderr)

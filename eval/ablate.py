@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.files import atomic_file, write_text_atomic
+from eval.model_args import ANSWER_BY
 from ovmllm.config import ConfigError
 
 MODES = ("codec", "frames", "random")
@@ -46,6 +47,9 @@ class AblationConfig:
     """At most this many docs per task."""
     batch_size: int = 1
     """lmms-eval's batch size."""
+    answer_by: str = "generation"
+    """How each cell's model replies (model_args `answer_by`): `generation`, the greedy reply,
+    or `likelihood`, the likeliest of the doc's options (multiple-choice tasks)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ def geometry(processor) -> Geometry:
 
 def plan_cells(cfg: AblationConfig, geo: Geometry) -> list[Cell]:
     """The cells in run order; impossible ones refused with the reason."""
+    if cfg.answer_by not in ANSWER_BY:
+        raise ConfigError(f"answer_by: {cfg.answer_by!r} is not {' or '.join(ANSWER_BY)}")
     unknown = sorted(set(cfg.modes) - set(MODES))
     if unknown:
         raise ConfigError(f"modes: {', '.join(unknown)} not in {', '.join(MODES)}")
@@ -158,12 +164,12 @@ def run_ablation(
         task_manager = TaskManager(verbosity="ERROR", include_path=list(include_paths) or None)
     failed: dict[str, str] = {}
     for number, cell in enumerate(cells, start=1):
-        folder = out / "cells" / cell.name
+        folder = cell_folder(out, cell, cfg.answer_by)
         if (folder / "run.json").is_file():
             progress(f"[{number}/{len(cells)}] {cell.name}: done before, kept")
             continue
         progress(f"[{number}/{len(cells)}] {cell.name}")
-        model_args = cell_model_args(cell, geo)
+        model_args = cell_model_args(cell, geo) | {"answer_by": cfg.answer_by}
         if cache_dir:
             model_args["cache_dir"] = cache_dir
         request = EvalRequest(
@@ -175,7 +181,7 @@ def run_ablation(
         except Exception as exc:  # one failing cell must not stop the others
             traceback.print_exc()
             failed[cell.name] = f"{type(exc).__name__}: {exc}"
-    rows = collect_rows(cells, out, tasks, failed)
+    rows = collect_rows(cells, out, tasks, failed, cfg.answer_by)
     write_outputs(rows, out)
     return rows
 
@@ -199,13 +205,21 @@ def _metric_of(task: str, results: dict, known: dict) -> tuple[str, float | None
     return "", None, None
 
 
-def collect_rows(cells: list[Cell], out: Path, tasks: list[str], failed: dict) -> list[dict]:
+def cell_folder(out: Path, cell: Cell, answer_by: str = "generation") -> Path:
+    """A cell's run folder; replies by likelihood get their own, so a re-run of the same folder
+    with the other `answer_by` does not take the first one's results as its own."""
+    return out / "cells" / (cell.name if answer_by == "generation" else f"{cell.name}-{answer_by}")
+
+
+def collect_rows(
+    cells: list[Cell], out: Path, tasks: list[str], failed: dict, answer_by: str = "generation"
+) -> list[dict]:
     from eval.suite import load_suite
 
     known = {entry.task: entry for name in ("local", "paper16") for entry in load_suite(name).tasks}
     rows = []
     for cell in cells:
-        folder = out / "cells" / cell.name
+        folder = cell_folder(out, cell, answer_by)
         record = results = None
         if (folder / "run.json").is_file():
             record = json.loads((folder / "run.json").read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -21,8 +22,9 @@ from loguru import logger
 from tqdm import tqdm
 
 from encoder.codec.errors import VideoDecodeError
-from eval.messages import Conversation, to_conversation
+from eval.messages import Conversation, UnsupportedRequest, to_conversation
 from eval.model_args import EvalModelArgs, parse_model_args
+from ovmllm.chat_processor import IGNORE_INDEX, EncodedSample
 from ovmllm.config import load_config
 from ovmllm.media import load_image, load_video
 from ovmllm.model import OVMLLMForCausalLM
@@ -34,6 +36,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # (VideoDecodeError; ImageDecodeError and UnsupportedRequest are ValueErrors; a missing file is an
 # OSError), a conversation the chat template refuses (SampleRejected, a ValueError).
 REQUEST_FAILURES = (VideoDecodeError, OSError, ValueError)
+
+
+@dataclass
+class Prepared:
+    """One request ready for the model: its media, and the generation prompt or, with
+    answer_by=likelihood, the prompt with each option as the reply."""
+
+    items: list
+    prompt: list[int] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    replies: list[EncodedSample] = field(default_factory=list)
 
 
 class NotACheckpoint(ValueError):
@@ -126,7 +139,8 @@ class OVMLLMEval(lmms):
         raise NotImplementedError(
             f"the ovmllm model answers generate_until tasks only (all 16 paper tasks are "
             f"generate_until in lmms-eval 0.7.3); {', '.join(map(str, tasks))} asked for "
-            f"loglikelihood scoring"
+            f"loglikelihood scoring (for multiple choice by likelihood, run the generate_until "
+            f"task with model_args answer_by=likelihood)"
         )
 
     def generate_until_multi_round(self, requests) -> list[str]:
@@ -152,32 +166,46 @@ class OVMLLMEval(lmms):
     # -- internals ---------------------------------------------------------------------------
 
     def _answer(self, requests: list) -> list[str]:
-        prompts, visual, live = [], [], []
+        prepared, live = [], []
         for position, request in enumerate(requests):
             started = time.perf_counter()
-            prepared = self._prepare(request)
+            ready = self._prepare(request)
             self.timing["media_s"] += time.perf_counter() - started
-            if prepared is not None:
-                prompts.append(prepared[0])
-                visual.extend(prepared[1])
+            if ready is not None:
+                prepared.append(ready)
                 live.append(position)
         self.timing["requests"] += len(requests)
         answers = [""] * len(requests)
         if not live:
             return answers
         started = time.perf_counter()
-        texts = self._generate(prompts, visual, requests[0].args[2])
+        if self.args.answer_by == "likelihood":
+            texts = self._choose(prepared)
+        else:
+            visual = [item for ready in prepared for item in ready.items]
+            texts = self._generate([r.prompt for r in prepared], visual, requests[0].args[2])
         self.timing["generate_s"] += time.perf_counter() - started
         for position, text in zip(live, texts, strict=True):
             answers[position] = text
         return answers
 
-    def _prepare(self, request) -> tuple[list[int], list] | None:
+    def _prepare(self, request) -> Prepared | None:
         _, doc_to_messages, _, doc_id, task, split = request.args
         try:
-            conversation = to_conversation(doc_to_messages(self.task_dict[task][split][doc_id]))
+            doc = self.task_dict[task][split][doc_id]
+            conversation = to_conversation(doc_to_messages(doc))
             items = self._load_media(conversation)
-            return self.processor.prompt(conversation.turns, items), items
+            if self.args.answer_by == "generation":
+                return Prepared(items, prompt=self.processor.prompt(conversation.turns, items))
+            options = doc.get("options") if isinstance(doc, dict) else None
+            if not isinstance(options, list) or not options:
+                raise UnsupportedRequest("answer_by=likelihood needs the doc's `options` list")
+            turns = conversation.turns
+            replies = [  # the prompt with each option as the reply, end of turn supervised
+                self.processor.encode([*turns, {"from": "gpt", "value": str(o)}], items)
+                for o in options
+            ]
+            return Prepared(items, options=[str(o) for o in options], replies=replies)
         except REQUEST_FAILURES as exc:
             reason = f"{type(exc).__name__}: {exc}"
             logger.warning(f"ovmllm: {task} doc {doc_id} answered empty: {reason}")
@@ -222,6 +250,50 @@ class OVMLLMEval(lmms):
         until = gen_kwargs.get("until") or []
         until = [until] if isinstance(until, str) else list(until)
         return [_cut(self.tokenizer.decode(row, skip_special_tokens=True), until) for row in new]
+
+    def _choose(self, prepared: list[Prepared]) -> list[str]:
+        """Each request's likeliest option."""
+        return [
+            ready.options[max(range(len(scores)), key=scores.__getitem__)]
+            for ready, scores in zip(prepared, self._option_logprobs(prepared), strict=True)
+        ]
+
+    @torch.inference_mode()
+    def _option_logprobs(self, prepared: list[Prepared]) -> list[list[float]]:
+        """Per request, each option's log-probability as the whole reply: one forward over every
+        (request, option) row, the reply's token log-probabilities summed, the end-of-turn token
+        included (so an option that begins another, "left" of "left, then back right", is not
+        favoured for being shorter)."""
+        rows = [(n, reply) for n, ready in enumerate(prepared) for reply in ready.replies]
+        width = max(len(reply.input_ids) for _, reply in rows)
+        input_ids = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, (_, reply) in enumerate(rows):  # right padding: positions as in training
+            input_ids[row, : len(reply.input_ids)] = torch.tensor(reply.input_ids)
+            labels[row, : len(reply.labels)] = torch.tensor(reply.labels)
+            attention_mask[row, : len(reply.input_ids)] = 1
+        visual = [item.to_device(self._device) for n, _ in rows for item in prepared[n].items]
+        out = self.model(
+            input_ids.to(self._device),
+            labels=labels.to(self._device),
+            attention_mask=attention_mask.to(self._device),
+            visual=visual or None,
+        )
+        # The forward returns logits only where the next token is supervised, in sequence order.
+        targets = labels[:, 1:]
+        supervised = targets != IGNORE_INDEX
+        token_logp = torch.log_softmax(out.logits.float(), dim=-1).gather(
+            -1, targets[supervised].to(self._device)[:, None]
+        )[:, 0]
+        row_of_token = torch.arange(len(rows))[:, None].expand_as(targets)[supervised]
+        reply_logp = torch.zeros(len(rows), dtype=torch.float64)
+        reply_logp.index_add_(0, row_of_token, token_logp.cpu().double())
+        scores, start = [], 0
+        for ready in prepared:
+            scores.append(reply_logp[start : start + len(ready.options)].tolist())
+            start += len(ready.options)
+        return scores
 
 
 def _cut(text: str, until: list[str]) -> str:

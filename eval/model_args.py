@@ -13,6 +13,7 @@ from typing import Any
 
 # Keys lmms-eval's evaluator passes itself (from --batch_size / --max_batch_size / --device).
 HARNESS_KEYS = ("batch_size", "max_batch_size", "device")
+ANSWER_BY = ("generation", "likelihood")
 # model_args that are one processor setting each (`controls` and `frames` need a rule)
 PROCESSOR_KEYS = {
     "video_mode": "media.video_mode", "policy": "media.codec.policy",
@@ -52,6 +53,12 @@ class EvalModelArgs:
     `~/.cache/ovmllm/selections`; `none` to select afresh every time."""
     dtype: str = "float32"
     """Weights' dtype: float32 | bfloat16 | float16."""
+    answer_by: str = "generation"
+    """`generation`: the greedy reply, scored by the task. `likelihood`: the reply is the doc's
+    option (its `options` list) to which the model gives the highest probability as its whole
+    reply, end of turn included: the usual multiple-choice protocol for a model that knows the
+    answer but does not copy an option's wording (lmms-eval 0.7.3 runs `multiple_choice` tasks
+    for simple models only, so it is done here, inside `generate_until`)."""
 
     def processor_overrides(self, saved_video_mode: str) -> list[str]:
         """`key=value` overrides of the processor config (`ovmllm config processor`)."""
@@ -77,7 +84,15 @@ def parse_model_args(kwargs: dict[str, Any]) -> tuple[EvalModelArgs, dict[str, A
             f"{', '.join(sorted(known))} (batch size comes from lmms-eval's --batch_size)"
         )
     values = {k: v for k, v in kwargs.items() if k in known and v is not None}
-    for key in ("controls", "pretrained", "cache_dir", "video_mode", "policy", "canvas"):
+    for key in (
+        "controls",
+        "pretrained",
+        "cache_dir",
+        "video_mode",
+        "policy",
+        "canvas",
+        "answer_by",
+    ):
         if key in values:  # lmms-eval turns `none`/`True`/numbers into Python values
             values[key] = str(values[key])
     harness = {k: kwargs[k] for k in HARNESS_KEYS if kwargs.get(k) is not None}
@@ -86,4 +101,8 @@ def parse_model_args(kwargs: dict[str, Any]) -> tuple[EvalModelArgs, dict[str, A
         raise ValueError("ovmllm model_args: pretrained=DIR (a checkpoint folder) is required")
     if args.budget is not None and args.budget_frames is not None:
         raise ValueError("ovmllm model_args: give budget or budget_frames, not both")
+    if args.answer_by not in ANSWER_BY:
+        raise ValueError(
+            f"ovmllm model_args: answer_by={args.answer_by!r} is not {' or '.join(ANSWER_BY)}"
+        )
     return args, harness

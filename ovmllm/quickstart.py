@@ -8,9 +8,10 @@
    ZeRO-3) for the codec model, and the same for its frames-mode twin (same LLM, data, steps).
 4. evaluation: through the lmms-eval plugin on the test split — the codec model with codec
    (saliency) and codec (random policy) selection, the twin with dense frames — at equal
-   visual-token budgets.
-5. report: accuracy per family with chance and 95% intervals, plots (loss curves, accuracy
-   against visual tokens, the codec selection of one test video), and where everything went.
+   visual-token budgets, replying by option likelihood and by free generation.
+5. report: accuracy per family with chance and 95% intervals (a table per way of replying),
+   plots (loss curves, accuracy against visual tokens, the codec selection of one test video),
+   and where everything went.
 
 Sizes and steps come from a config (`configs/quickstart.yaml`, `--fast`: quickstart_fast.yaml).
 """
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from encoder.files import atomic_file, write_text_atomic
+from eval.model_args import ANSWER_BY
 from ovmllm.data.temporal import LETTERS, TemporalConfig, llava_row, mc_prompt, qa_row
 
 TEMPORAL_TASKS = [
@@ -67,6 +69,11 @@ class QuickstartConfig:
     instruct_steps: int = 400
     budgets: list[float] = field(default_factory=lambda: [2.0, 4.0])
     """Evaluation budgets in frame-equivalents (above 1: the first frame is kept whole)."""
+    answer_by: list[str] = field(default_factory=lambda: ["likelihood", "generation"])
+    """How the evaluated models reply, each its own table (model_args `answer_by`):
+    `likelihood`, the likeliest of the four options; `generation`, the greedy reply, scored when
+    it is one of them. The first is the headline. The tiny random LLM names the right object's
+    colour but not always the option's exact wording (README, Quickstart)."""
     eval_batch_size: int = 8
     eval_limit: int | None = None
     """At most this many test questions per family (default: all)."""
@@ -77,6 +84,12 @@ class QuickstartConfig:
             raise ValueError(f"answers={self.answers!r}: choose one of {ANSWER_STYLES}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size={self.batch_size}: must be at least 1")
+        if (
+            not self.answer_by
+            or len(set(self.answer_by)) != len(self.answer_by)
+            or (set(self.answer_by) - set(ANSWER_BY))
+        ):
+            raise ValueError(f"answer_by={self.answer_by}: give distinct names of {ANSWER_BY}")
 
 
 class Phases:
@@ -215,9 +228,12 @@ def cfg_root(out: Path) -> Path:
     return out / "data" / "temporal"
 
 
-def evaluate(cfg: QuickstartConfig, out: Path, codec_model: str, frames_model: str) -> list[dict]:
+def evaluate(
+    cfg: QuickstartConfig, out: Path, codec_model: str, frames_model: str
+) -> dict[str, list[dict]]:
     """The codec model in codec and random mode, the twin in frames mode, at each budget, on
-    every family's test split; the rows of `ablation.csv` for both."""
+    every family's test split, replying each way of `cfg.answer_by`; per way, the rows of its
+    `eval/<answer_by>/ablation.csv`."""
     from lmms_eval.tasks import TaskManager
 
     from eval.ablate import AblationConfig, run_ablation, write_outputs
@@ -225,17 +241,21 @@ def evaluate(cfg: QuickstartConfig, out: Path, codec_model: str, frames_model: s
 
     tasks = write_local_tasks(out / "eval" / "tasks", None, cfg_root(out))
     task_manager = TaskManager(verbosity="ERROR", include_path=str(tasks.folder))
-    rows = []
-    for model, modes in ((codec_model, ["codec", "random"]), (frames_model, ["frames"])):
-        ablation = AblationConfig(budgets=list(cfg.budgets), modes=modes, limit=cfg.eval_limit,
-                                  batch_size=cfg.eval_batch_size)  # fmt: skip
-        folder = out / "eval" / modes[0]
-        shutil.rmtree(folder / "cells", ignore_errors=True)  # a new model: every cell anew
-        cache = str(out / "selections")
-        rows += run_ablation(model, ablation, folder, TEMPORAL_TASKS, cache_dir=cache,
-                             task_manager=task_manager)  # fmt: skip
-    write_outputs(rows, out / "eval")
-    return rows
+    by_answer = {}
+    for answer_by in cfg.answer_by:
+        rows = []
+        for model, modes in ((codec_model, ["codec", "random"]), (frames_model, ["frames"])):
+            ablation = AblationConfig(budgets=list(cfg.budgets), modes=modes, limit=cfg.eval_limit,
+                                      batch_size=cfg.eval_batch_size,
+                                      answer_by=answer_by)  # fmt: skip
+            folder = out / "eval" / answer_by / modes[0]
+            shutil.rmtree(folder / "cells", ignore_errors=True)  # a new model: every cell anew
+            cache = str(out / "selections")
+            rows += run_ablation(model, ablation, folder, TEMPORAL_TASKS, cache_dir=cache,
+                                 task_manager=task_manager)  # fmt: skip
+        write_outputs(rows, out / "eval" / answer_by)
+        by_answer[answer_by] = rows
+    return by_answer
 
 
 def family_table(rows: list[dict]) -> tuple[list[str], list[list[str]], dict]:
@@ -365,23 +385,26 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
         twin = [*frames_twin(model), f"model.media.cache_dir={out / 'selections' / 'frames'}"]
         report["frames_model"] = train_model(cfg, out, "frames", frames_sources, twin)
     with phase("evaluate"):
-        rows = evaluate(cfg, out, report["codec_model"]["export"], report["frames_model"]["export"])
+        by_answer = evaluate(
+            cfg, out, report["codec_model"]["export"], report["frames_model"]["export"]
+        )
     with phase("report"):
-        header, lines, cells = family_table(rows)
-        table = markdown_table(header, lines)
+        tables, cells, markdown = {}, {}, []
+        for answer_by, rows in by_answer.items():
+            header, lines, found = family_table(rows)
+            tables[answer_by] = {"header": header, "lines": lines}
+            cells |= {" ".join(map(str, (answer_by, *key))): value for key, value in found.items()}
+            markdown += [f"## Replies by {answer_by}", "", markdown_table(header, lines), ""]
         runs = {f"{name} {stage}": out / name / stage
                 for name in ("codec", "frames") for stage in ("align", "instruct")}  # fmt: skip
         first_test = sorted((dataset / "videos").glob("test_event_*"))[0]
-        plots = {
-            "loss": str(plot_losses(runs, out / "plots" / "loss.png")),
-            "accuracy_vs_tokens": str(out / "eval" / "ablation.png"),
-            "selection": str(
-                selection_sheet(first_test, cfg.model_file, out / "plots" / "selection.png")
-            ),
-        }
-    report |= {"table": {"header": header, "lines": lines},
-               "cells": {" ".join(map(str, key)): value for key, value in cells.items()},
-               "plots": plots}  # fmt: skip
+        plots = {"loss": str(plot_losses(runs, out / "plots" / "loss.png"))}
+        plots |= {f"accuracy_vs_tokens_{answer_by}": str(out / "eval" / answer_by / "ablation.png")
+                  for answer_by in by_answer}  # fmt: skip
+        plots["selection"] = str(
+            selection_sheet(first_test, cfg.model_file, out / "plots" / "selection.png")
+        )
+    report |= {"tables": tables, "cells": cells, "plots": plots}
     write_text_atomic(out / "report.json", json.dumps(report, indent=1, default=str))
-    write_text_atomic(out / "report.md", table + "\n")
+    write_text_atomic(out / "report.md", "\n".join(markdown))
     return report

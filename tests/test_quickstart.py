@@ -25,16 +25,25 @@ def test_quickstart_fast_runs_every_phase(tmp_path, capsys, monkeypatch):
     out = tmp_path / "qs"
     assert main(["quickstart", "--fast", "--out", str(out)]) == 0
     report = json.loads((out / "report.json").read_text())
-    header, lines = report["table"]["header"], report["table"]["lines"]
-    modes = [column.split(" @")[0] for column in header[2:]]
-    assert sorted(set(modes)) == ["codec", "frames", "random"] and len(modes) == 6
-    families = [line[0] for line in lines]
-    expected = ["event", "which_moved", "direction", "entries", "static_control"]
-    assert families == [*expected, "4 temporal families"]
-    for line in lines:  # every cell measured: "NN% [lo, hi]"
-        assert all("%" in cell and "[" in cell for cell in line[2:]), line
+    assert list(report["tables"]) == ["likelihood", "generation"]
+    for table in report["tables"].values():
+        header, lines = table["header"], table["lines"]
+        modes = [column.split(" @")[0] for column in header[2:]]
+        assert sorted(set(modes)) == ["codec", "frames", "random"] and len(modes) == 6
+        families = [line[0] for line in lines]
+        expected = ["event", "which_moved", "direction", "entries", "static_control"]
+        assert families == [*expected, "4 temporal families"]
+        for line in lines:  # every cell measured: "NN% [lo, hi]"
+            assert all("%" in cell and "[" in cell for cell in line[2:]), line
+    assert set(report["plots"]) == {
+        "loss", "accuracy_vs_tokens_likelihood", "accuracy_vs_tokens_generation", "selection"
+    }  # fmt: skip
     for plot in report["plots"].values():
         assert Path(plot).read_bytes()[:4] == b"\x89PNG", plot
+    # each way of replying ran every cell with its own model_args
+    record = json.loads((out / "eval/likelihood/codec/cells/codec-200p-none-likelihood/run.json")
+                        .read_text())  # fmt: skip
+    assert record["model_args"]["answer_by"] == "likelihood"
     assert set(report["phases"]) == {
         "data", "selections", "train codec model", "train frames twin", "evaluate", "report"
     }  # fmt: skip
@@ -42,6 +51,7 @@ def test_quickstart_fast_runs_every_phase(tmp_path, capsys, monkeypatch):
         assert report[model]["instruct"]["steps"] == 4
     printed = capsys.readouterr().out
     assert "4 temporal families" in printed and "time per phase" in printed
+    assert "replies by likelihood" in printed and "replies by generation" in printed
 
     for style in ("letter", "option"):
         rows = training_rows(out / "data" / "temporal", permutations=3, seed=0, answers=style)

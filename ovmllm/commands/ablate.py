@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--controls", help="codec controls, comma-separated (shuffle,nonsalient:F)")
     parser.add_argument("--limit", type=int, help="at most N docs per task")
     parser.add_argument("--batch-size", type=int)
+    parser.add_argument(
+        "--answer-by",
+        choices=["generation", "likelihood"],
+        help="the greedy reply (default) or the likeliest of the doc's options",
+    )
     parser.add_argument("--out", help="output folder (default runs/ablate/<model>/<suite>)")
     parser.add_argument("--cache-dir", default="", help="codec selection cache (model_args)")
     parser.add_argument("--real-data", default=DEFAULT_REAL_DATA, help="for --suite local")
@@ -38,7 +43,8 @@ def _overrides(args: argparse.Namespace) -> list[str]:
         if value is not None:
             items = [item.strip() for item in value.split(",") if item.strip()]
             out.append(f"{key}=[{','.join(items)}]")
-    scalars = {"suite": args.suite, "limit": args.limit, "batch_size": args.batch_size}
+    scalars = {"suite": args.suite, "limit": args.limit, "batch_size": args.batch_size,
+               "answer_by": args.answer_by}  # fmt: skip
     out += [f"{key}={value}" for key, value in scalars.items() if value is not None]
     return out
 

@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 CONFIGS = {False: "configs/quickstart.yaml", True: "configs/quickstart_fast.yaml"}
+REPLIES = {
+    "likelihood": "the likeliest of the four options",
+    "generation": "the greedy reply, right when it is the option",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -52,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     write_config(cfg, out / "quickstart_config.yaml")
     report = run_quickstart(cfg, out)
 
-    table = report["table"]
-    print("\nAccuracy on the test split per question family, % [95% Wilson interval]; chance 25%")
-    print(markdown_table(table["header"], table["lines"]))
+    for answer_by, table in report["tables"].items():
+        print(f"\nAccuracy on the test split per question family, replies by {answer_by} "
+              f"({REPLIES[answer_by]}), % [95% Wilson interval]; chance 25%")  # fmt: skip
+        print(markdown_table(table["header"], table["lines"]))
     for name in ("codec_model", "frames_model"):
         stages = report[name]
         print(
@@ -65,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     print("\nwritten:")
     for kind, path in report["plots"].items():
         print(f"  plot {kind}: {path}")
-    print(f"  table: {out / 'report.md'}, {out / 'eval' / 'ablation.csv'}")
+    print(f"  tables: {out / 'report.md'}, {out / 'eval' / '<answer_by>' / 'ablation.csv'}")
     print(f"  report: {out / 'report.json'}")
     print("time per phase: " + ", ".join(f"{k} {v} s" for k, v in report["phases"].items()))
     return 0

@@ -8,14 +8,14 @@ import shutil
 
 import pytest
 
-from eval.ablate import AblationConfig, Cell, Geometry, cell_model_args, plan_cells
+from eval.ablate import AblationConfig, Cell, Geometry, cell_folder, cell_model_args, plan_cells
 from ovmllm.config import ConfigError
 
 OV = Geometry(patches_per_frame=324, frame_side=252, full_first=True, codec=True)
 GRID = Geometry(patches_per_frame=1024, frame_side=512, full_first=True, codec=False)
 
 
-def test_cells_cover_modes_budgets_and_codec_controls():
+def test_cells_cover_modes_budgets_and_codec_controls(tmp_path):
     cfg = AblationConfig(budgets=[2, 4], controls=["shuffle", "nonsalient:0.5"])
     cells = plan_cells(cfg, OV)
     assert len(cells) == 2 * (3 + 2)
@@ -24,6 +24,9 @@ def test_cells_cover_modes_budgets_and_codec_controls():
     assert cell_model_args(Cell("frames", 2, 648), OV) == {
         "video_mode": "frames", "frames": "2", "frame_size": "252"}  # fmt: skip
     assert cell_model_args(Cell("random", 2, 648), OV)["budget"] == "648"
+    # replies by likelihood are other results: a re-run of the folder must not take them as its own
+    cell = Cell("codec", 2, 648)
+    assert cell_folder(tmp_path, cell) != cell_folder(tmp_path, cell, "likelihood")
     by_patches = plan_cells(AblationConfig(budget_patches=[648], modes=["codec", "frames"]), OV)
     assert [(cell.mode, cell.budget) for cell in by_patches] == [("codec", 2), ("frames", 2)]
 
@@ -36,6 +39,7 @@ def test_cells_cover_modes_budgets_and_codec_controls():
         (AblationConfig(budgets=[2], modes=["codec"]), GRID, "whole frames only"),
         (AblationConfig(budgets=[2], modes=["frames"], controls=["shuffle"]), GRID, "grid tower"),
         (AblationConfig(budgets=[2], modes=["codec", "dense"]), OV, "dense"),
+        (AblationConfig(budgets=[2], answer_by="loglik"), OV, "answer_by"),
     ],
 )
 def test_impossible_cells_are_refused_with_the_reason(cfg, geo, reason):

@@ -317,6 +317,78 @@ def test_an_answer_ends_at_the_end_of_turn_token(tiny_checkpoint, local_tasks):
     assert calls == [answer, end]  # it stopped: nothing was decoded after the end of turn
 
 
+def _video_requests(local_tasks, count: int) -> tuple[list[dict], list]:
+    """The first `count` which_moved docs (a video, four options) as generate_until requests."""
+    from lmms_eval.api.instance import Instance
+
+    name = "ovmllm_temporal_which_moved"
+    path = local_tasks[0] / "temporal_which_moved.jsonl"
+    docs = [json.loads(line) for line in path.open()][:count]
+
+    def doc_to_messages(doc):
+        content = [{"type": "video", "url": doc["video"]}, {"type": "text", "text": doc["prompt"]}]
+        return [{"role": "user", "content": content}]
+
+    settings = {"max_new_tokens": 16}
+    arguments = [(None, doc_to_messages, settings, i, name, "test") for i in range(len(docs))]
+    meta = [{"task": name, "doc_id": i, "repeats": 1} for i in range(len(docs))]
+    return docs, [Instance("generate_until", arguments[i], i, meta[i]) for i in range(len(docs))]
+
+
+def test_replies_by_likelihood_are_the_likeliest_option_whole(tiny_checkpoint, local_tasks):
+    """answer_by=likelihood answers with the option whose whole reply (end of turn included)
+    the model finds likeliest: the same as scoring each option by hand from the full logits,
+    at batch 1 and 3."""
+    from eval.lmms_model import OVMLLMEval
+    from ovmllm.chat_processor import IGNORE_INDEX
+    from ovmllm.media import load_video
+
+    docs, requests = _video_requests(local_tasks, 3)
+    answers = {}
+    for batch_size in (1, 3):
+        plugin = OVMLLMEval(pretrained=str(tiny_checkpoint), batch_size=batch_size,
+                            cache_dir="none", answer_by="likelihood")  # fmt: skip
+        plugin.task_dict = {"ovmllm_temporal_which_moved": {"test": docs}}
+        answers[batch_size] = plugin.generate_until(requests)
+    assert answers[1] == answers[3]
+
+    model, processor = plugin.model, plugin.processor
+    computed = plugin._option_logprobs([plugin._prepare(request) for request in requests])
+    for doc, answer, got in zip(docs, answers[1], computed, strict=True):
+        item = load_video(doc["video"], processor.media, processor.spec)
+        scores = []
+        for option in doc["options"]:
+            turns = [{"from": "human", "value": "<video>\n" + doc["prompt"]},
+                     {"from": "gpt", "value": option}]  # fmt: skip
+            sample = processor.encode(turns, [item])
+            with torch.no_grad():
+                logits = model(torch.tensor([sample.input_ids]), visual=[item]).logits[0]
+            logp = torch.log_softmax(logits.float(), -1)
+            scores.append(sum(logp[i - 1, token].item() for i, token in enumerate(sample.labels)
+                              if token != IGNORE_INDEX))  # fmt: skip
+            assert processor.tokenizer.decode(
+                [t for t in sample.labels if t != IGNORE_INDEX]
+            ).startswith(option)  # the reply scored is the option, then the end of turn
+        assert got == pytest.approx(scores, abs=1e-3)
+        assert answer == doc["options"][scores.index(max(scores))]
+
+
+def test_likelihood_needs_options_and_records_a_doc_without_them(tiny_checkpoint, local_tasks):
+    from eval.lmms_model import OVMLLMEval
+
+    docs, requests = _video_requests(local_tasks, 2)
+    docs[1] = {key: value for key, value in docs[1].items() if key != "options"}
+    plugin = OVMLLMEval(pretrained=str(tiny_checkpoint), cache_dir="none", batch_size=2,
+                        answer_by="likelihood")  # fmt: skip
+    plugin.task_dict = {"ovmllm_temporal_which_moved": {"test": docs}}
+    first, second = plugin.generate_until(requests)
+    assert first in docs[0]["options"] and second == ""
+    (failure,) = plugin.media_failures
+    assert failure["doc_id"] == 1 and "options" in failure["reason"]
+    with pytest.raises(ValueError, match="answer_by='loglik'"):
+        parse_model_args({"pretrained": "x", "answer_by": "loglik"})
+
+
 def test_a_folder_that_is_not_a_checkpoint_is_one_clear_line(tmp_path, capsys):
     from eval.lmms_model import NotACheckpoint, OVMLLMEval
     from ovmllm.cli import main

@@ -48,8 +48,7 @@ class QuickstartConfig:
     answers: str = "letter"
     """How training rows answer: `letter` ("B. red", the generator's own rows, as the prompt
     asks) or `option` (the option's text, "red", which the scorer also takes as that choice:
-    no lookup of the letter in the prompt's option list). At this scale neither lifted the
-    random tiny LLM above chance (README, Quickstart)."""
+    no lookup of the letter in the prompt's option list: the default config's)."""
     captions: bool = True
     """Train on the caption rows too (with them, the tiny LLM's answers ran on into caption
     text)."""

@@ -352,8 +352,11 @@ def run_quickstart(cfg: QuickstartConfig, out: str | Path) -> dict:
     phase = Phases()
     report: dict = {"phases": phase.seconds}
     with phase("data"):
-        # reused when it matches
-        dataset = write_temporal_dataset(cfg_root(out), cfg.data, workers=cfg.data_workers)
+        # reused when it matches; the quickstart's own folder, so written again when its config
+        # or the generator changed (the selection caches key on each video's size and mtime)
+        dataset = write_temporal_dataset(
+            cfg_root(out), cfg.data, workers=cfg.data_workers, overwrite=True
+        )
         rows = training_rows(dataset, cfg.qa_permutations, cfg.data.seed, cfg.answers, cfg.captions)
         write_text_atomic(out / "data" / "train_rows.jsonl", _jsonl(rows))
         heldout = heldout_rows(dataset, cfg.answers)

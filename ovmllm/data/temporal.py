@@ -47,7 +47,7 @@ from ovmllm.data.temporal_scenes import (
     row_rng,
 )
 
-GENERATOR_VERSION = 2  # bump when a change alters what a config generates (invalidates caches)
+GENERATOR_VERSION = 3  # bump when a change alters what a config generates (invalidates caches)
 LETTERS = "ABCD"
 ANSWER_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 CAPTION_PROMPT = "Describe what happens in the video."
@@ -251,6 +251,12 @@ def _encode(path: Path, images: Iterator[np.ndarray], encoder: str, cfg: Tempora
         stream.codec_context.thread_count = 1
         if encoder == "mpeg4":
             stream.bit_rate = 800_000  # its 200 kb/s default turns the grain into blocks
+        if encoder == "libx264":
+            # x264's macroblock-tree rate control wrote other bytes for the same frames on
+            # repeated encodes in one process (measured: 3 different files in 12 encodes of
+            # train-which_moved-67; ~2-3% of a default dataset's H.264 videos differed between
+            # two runs). Without it the bytes are the same every time.
+            stream.options = {"x264-params": "mbtree=0"}
         if encoder == "libx265":
             # x265 logs to stderr by default; its frame threads and pool follow the CPU count
             stream.options = {"x265-params": "log-level=error:frame-threads=1:pools=1"}
@@ -320,10 +326,9 @@ def write_temporal_dataset(
         for sub in ("videos", "train", "test"):
             (tmp / sub).mkdir()
         jobs = [(tmp / video.doc["video"], video, cfg) for video in planned]
-        # An x265 encode leaves process-wide state behind that changes what x264 then writes in
-        # the same process (measured: other bytes for the same frames). So the videos are
-        # encoded in fresh processes, never in the caller's, and HEVC ones in a process of
-        # their own, in a fixed order: the same bytes whatever ran before and for any count.
+        # Encoded in fresh processes, never in the caller's, HEVC ones in a process of their own
+        # in a fixed order: what a process encoded before must not change a video's bytes (an
+        # x265 encode did change x264's, through its macroblock tree: now off, see _encode).
         hevc = [job for job in jobs if job[1].encoder == "libx265"]
         rest = [job for job in jobs if job[1].encoder != "libx265"]
         spawn = get_context("spawn")

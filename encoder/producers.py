@@ -115,3 +115,28 @@ def frames_item(video: str | Path, num_frames: int, size: int, patch: int) -> Pa
 
     cfg = frames_config(num_frames, size, patch)
     return uniform_frames(video, num_frames, cfg).to_packed()
+
+
+def collage_item(
+    frames: PackedVisualTokens,
+    policy: ImagePolicy,
+    patch: int,
+    multiple: int = 1,
+    rows: int = 2,
+    columns: int = 4,
+) -> PackedVisualTokens:
+    """A video's uniform frames (one full-grid `frames` item of rows x columns frames, e.g. from
+    `frames_item` or the frames cache) tiled row-major into one picture, time running left to
+    right then top to bottom, and brought to `policy`'s resolution as an `image` item (PAPER.md
+    section 4: 8 frames as 2 rows x 4 columns). The frames keep their canvas (letterbox padding
+    included); in `square` mode the 2:1 mosaic is squeezed to a square, as a resize does."""
+    if len(frames) != 1 or frames.kinds[0] != "frames" or frames.grids[0] is None:
+        raise ValueError("a collage is made of one full-grid `frames` item")
+    t, gh, gw = frames.grids[0]
+    if t != rows * columns:
+        raise ValueError(f"a {rows} x {columns} collage needs {rows * columns} frames, got {t}")
+    p = frames.patch_size
+    # [T*gh*gw, 3, p, p] row-major per frame → [rows, columns, gh, p, gw, p, 3] → one picture
+    cells = frames.patches.reshape(rows, columns, gh, gw, 3, p, p)
+    mosaic = cells.permute(0, 2, 5, 1, 3, 6, 4).reshape(rows * gh * p, columns * gw * p, 3)
+    return image_item(Image.fromarray(mosaic.numpy()), policy, patch, multiple)

@@ -19,6 +19,10 @@ SUBCOMMANDS = {
     "toydata": ("ovmllm.commands.toydata", "write the toy dataset of the tiny training stages"),
     "data": ("ovmllm.commands.data", "write a generated dataset (temporal video QA)"),
     "train": ("ovmllm.commands.train", "run one training stage (DeepSpeed)"),
+    "pretrain-encoder": (
+        "ovmllm.commands.pretrain_encoder",
+        "pretrain an OV-Encoder by cluster discrimination on concept labels (DeepSpeed)",
+    ),
     "eval": ("ovmllm.commands.eval", "evaluate a checkpoint on an lmms-eval suite"),
     "ablate": ("ovmllm.commands.ablate", "accuracy against visual-token budgets, per mode"),
     "probe": (

@@ -11,6 +11,11 @@ the folder. A folder named `step_*` is therefore always complete, the previous o
 only after the new one exists, and a run killed while saving leaves a `.tmp-*` folder that
 `resume=auto` ignores (and the next save clears). The output folder must be on a filesystem all
 ranks share (rank 0 renames what every rank wrote).
+
+State that lives outside the DeepSpeed engine and differs per rank (the class-centre shards of
+encoder pretraining, `train/pretrain/`) rides along through `RankFiles`: each rank writes its
+own files into the same temporary folder before the manifest is made, and reads them back at
+resume after the manifest was checked, so they are saved and restored as one unit with the rest.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -73,6 +79,16 @@ class TrainState:
         self.rejections = Rejections()
         self.rejections.counts.update(state["rejected"])
         self.rejections.ids.update(state["rejected_ids"])
+
+
+class RankFiles(Protocol):
+    """Per-rank state outside the engine, saved into and loaded from a checkpoint folder."""
+
+    def save(self, folder: Path) -> None:
+        """Write this rank's files into `folder` (names distinct from every other rank's)."""
+
+    def load(self, folder: Path) -> None:
+        """Restore this rank's state from the files `save` wrote into `folder`."""
 
 
 def _barrier() -> None:
@@ -129,11 +145,13 @@ class Checkpointer:
         stop_after: int = 0,
         keep: int = 2,
         files: dict[str, str] | None = None,
+        rank_files: RankFiles | None = None,
     ) -> None:
         """`save_every`: steps between saves, `save_every_minutes`: minutes between saves by
         rank 0's clock (0 = neither: at the end only); `stop_after`: steps this run makes
         before it saves and stops (0 = until total_steps; the schedule is unchanged); `files`
-        (name → text) go beside the shards (the resolved stage config)."""
+        (name → text) go beside the shards (the resolved stage config); `rank_files`: this
+        rank's state outside the engine, saved and loaded with each checkpoint."""
         self.engine = engine
         self.root = Path(root)
         self.rank = rank
@@ -143,6 +161,7 @@ class Checkpointer:
         self.stop_after = stop_after
         self.keep = keep
         self.files = files or {}
+        self.rank_files = rank_files
         self.start_step = 0
         self.resumed_from: Path | None = None
         self.last_save_time = time.monotonic()
@@ -164,6 +183,8 @@ class Checkpointer:
             if load_path is None:
                 raise RuntimeError(f"DeepSpeed could not load the checkpoint in {checkpoint}")
             load_rng_state(checkpoint / rng_file(self.rank))
+            if self.rank_files is not None:
+                self.rank_files.load(checkpoint)
             state.load_state_dict(saved)
         self.start_step, self.resumed_from = state.step, checkpoint
         self.last_save_time = time.monotonic()
@@ -208,6 +229,8 @@ class Checkpointer:
         _barrier()
         self.engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
         save_rng_state(tmp / rng_file(self.rank))
+        if self.rank_files is not None:
+            self.rank_files.save(tmp)
         if self.rank == 0:
             for name, text in self.files.items():
                 (tmp / name).write_text(text)

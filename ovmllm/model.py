@@ -15,20 +15,32 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    PretrainedConfig,
+    PreTrainedModel,
+    modeling_utils,
+)
 from transformers.utils import ModelOutput
 
 from connector import ConnectorConfig, build_connector
 from encoder.packed import PackedVisualTokens
 from encoder.towers import TOWERS, TowerConfig, build_tower
 from ovmllm.chat_processor import IGNORE_INDEX
-from ovmllm.data.packing import block_causal_mask
+from ovmllm.data.packing import block_causal_mask, flex_block_mask
 from ovmllm.multimodal_processor import PROCESSOR_FILE, MultimodalProcessor, ProcessorOverrides
 
-# The LLM attention kernels whose packed-sequence mask the model builds (`block_causal_mask`):
+# The LLM attention kernels whose packed-sequence mask the model builds (ovmllm/data/packing.py):
 # SDPA reads a boolean mask; eager attention adds the mask to the scores, so it gets
-# 0 where attended and the dtype's minimum where blocked.
-ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
+# 0 where attended and the dtype's minimum where blocked; flex_attention takes a block-sparse
+# BlockMask (on GPU it skips the blocks between samples; on CPU it runs forward only).
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flex_attention")
+
+# transformers 5.24 takes a boolean [B, L] `logits_to_keep` (rows of packed samples keep different
+# positions; `slice_logits_to_keep` came with it); 5.17, the GPU image's, takes only positions
+# shared by every row, so there the model asks for the union and picks each row's own after.
+LOGITS_KEEP_PER_ROW = hasattr(modeling_utils, "slice_logits_to_keep")
 
 
 class OVMLLMConfig(PretrainedConfig):
@@ -230,7 +242,8 @@ class OVMLLMForCausalLM(PreTrainedModel):
         if labels is not None:
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-            llm_kwargs["logits_to_keep"] = keep
+            columns = keep.any(0)
+            llm_kwargs["logits_to_keep"] = keep if LOGITS_KEEP_PER_ROW else columns.nonzero()[:, 0]
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -239,7 +252,10 @@ class OVMLLMForCausalLM(PreTrainedModel):
         )
         if labels is None:
             return OVMLLMOutput(logits=out.logits)
-        logits = out.logits.reshape(-1, out.logits.shape[-1])
+        logits = out.logits
+        if not LOGITS_KEEP_PER_ROW:  # [B, columns, V] → each row's own kept positions, in order
+            logits = logits[keep[:, columns]]
+        logits = logits.reshape(-1, logits.shape[-1])
         targets = labels[:, 1:][keep[:, :-1]]
         loss_sum = F.cross_entropy(logits.float(), targets, reduction="sum")
         num_tokens = keep.sum()
@@ -250,12 +266,14 @@ class OVMLLMForCausalLM(PreTrainedModel):
             logits=logits,
         )
 
-    def _packed_mask(self, segment_ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    def _packed_mask(self, segment_ids: torch.Tensor, dtype: torch.dtype):
         kernel = self.llm.config._attn_implementation
         if kernel == "sdpa":
             return block_causal_mask(segment_ids)
         if kernel == "eager":  # adds the mask to the scores: a boolean one would mask nothing
             return block_causal_mask(segment_ids, dtype)
+        if kernel == "flex_attention":
+            return flex_block_mask(segment_ids)
         raise ValueError(
             f"packed sequences (segment_ids) need LLM attention "
             f"{' | '.join(ATTENTION_IMPLEMENTATIONS)}, not {kernel!r}"

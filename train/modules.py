@@ -92,3 +92,16 @@ def build_optimizer(model: nn.Module, cfg: TrainabilityConfig) -> torch.optim.Op
     """The client optimiser of every stage: torch AdamW over the part groups (no DeepSpeed op
     to compile)."""
     return torch.optim.AdamW(optimizer_groups(model, cfg))
+
+
+def enable_activation_checkpointing(model: nn.Module) -> None:
+    """Recompute every block's activations in backward (non-reentrant checkpoints), on a
+    transformers model and the sub-models inside it.
+
+    transformers 5.24 names this `activation_checkpointing_enable`; 5.17 (the GPU image's, see
+    benchmarks/gpu_check.py) has only `gradient_checkpointing_enable`, deprecated since."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)

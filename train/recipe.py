@@ -30,7 +30,7 @@ from train.engine import deepspeed_config, init_distributed, lr_multiplier
 from train.export import export_model
 from train.lora import apply_lora
 from train.metrics import RunLogger
-from train.modules import apply_trainability, build_optimizer
+from train.modules import apply_trainability, build_optimizer, enable_activation_checkpointing
 from train.stopping import stop_signals
 from train.trainer import Trainer
 from train.uniform_calls import UniformTowerCalls
@@ -110,7 +110,7 @@ def train(cfg: StageConfig) -> dict:
     model = initial_model(cfg)
     trainable = freeze(model, cfg)
     if cfg.gradient_checkpointing:
-        model.activation_checkpointing_enable({"use_reentrant": False})
+        enable_activation_checkpointing(model)
     seed_everything(cfg.seed + dist.rank)  # own dropout masks per rank
 
     # 3. data

@@ -4,7 +4,8 @@
 packing of an epoch follows from the mixture order alone. The collator resets positions per
 sample and returns segment ids; the model turns them into a block-diagonal causal mask (one
 [L, L] block matrix per packed sequence): boolean for SDPA, additive (0 / the dtype's minimum)
-for eager attention, which adds the mask to the scores.
+for eager attention, which adds the mask to the scores, and a block-sparse `BlockMask` for
+flex_attention, which skips the blocks no sample reaches instead of reading an [L, L] mask.
 """
 
 from __future__ import annotations
@@ -74,3 +75,17 @@ def block_causal_mask(segment_ids: torch.Tensor, dtype: torch.dtype | None = Non
         return allowed
     blocked = torch.full(allowed.shape, torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
     return blocked.masked_fill_(allowed, 0)
+
+
+def flex_block_mask(segment_ids: torch.Tensor):
+    """[B, L] segment ids → a flex_attention `BlockMask` with the same rule as
+    `block_causal_mask` (causal inside each sample; padding queries attend anywhere)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def allowed(batch, head, query, key):
+        query_segment = segment_ids[batch, query]
+        same = query_segment == segment_ids[batch, key]
+        return (same & (query >= key) & (query_segment > 0)) | (query_segment == 0)
+
+    batch, length = segment_ids.shape
+    return create_block_mask(allowed, batch, None, length, length, device=segment_ids.device)

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from encoder.codec.synthetic import write_synthetic_video
 from encoder.files import atomic_dir
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 80, 220),
@@ -78,6 +77,8 @@ def _rows(folder: Path, split: str, n_images: int, n_videos: int, cfg: ToyDataCo
             ],
         })  # fmt: skip
     width, height = cfg.video_size
+    if n_videos:  # PyAV encodes them; image-only toy data (the GPU check's) needs no PyAV
+        from encoder.codec.synthetic import write_synthetic_video
     for i in range(n_videos):
         kind = ("mover", "static")[i % 2]
         name = f"videos/{split}_{i:04d}.mp4"

@@ -8,6 +8,7 @@ from transformers import AutoModel
 
 from encoder import OneVisionEncoderConfig, OneVisionEncoderModel
 from encoder.onevision.rope import VideoRotaryEmbedding, apply_rotary, rotate_half_interleaved
+from train.modules import enable_activation_checkpointing
 
 torch.manual_seed(0)
 
@@ -244,7 +245,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         return [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     plain = grads()
-    model.activation_checkpointing_enable()
+    enable_activation_checkpointing(model)
     assert all(layer.gradient_checkpointing for layer in model.encoder.layers)
     checkpointed = grads()
     assert len(plain) == len(checkpointed)
@@ -278,3 +279,26 @@ def test_the_block_compiles_without_graph_breaks(model):
         explained = torch._dynamo.explain(layer)(x, cos, sin, seqs)
         assert explained.graph_break_count == 0
         assert explained.graph_count == 1
+
+
+def test_packed_kernel_takes_torch_varlen_only_where_it_computes_the_same(monkeypatch):
+    """GPU half precision with unequal items: torch's varlen kernel; one without a `scale`
+    argument (torch 2.10) only at the default scale; equal items: one batched SDPA; CPU: per
+    item. Only the tensors' device, dtype and shape are read, so stand-ins do on a CPU."""
+    from types import SimpleNamespace
+
+    import encoder.attention as attention
+
+    gpu_half = SimpleNamespace(is_cuda=True, dtype=torch.bfloat16, shape=(10, 4, 64))
+    unequal = attention.PackedSequences.from_cu_seqlens(torch.tensor([0, 3, 10]))
+    equal = attention.PackedSequences.from_cu_seqlens(torch.tensor([0, 5, 10]))
+    monkeypatch.setattr(attention, "flash_attn_varlen_func", None)
+    monkeypatch.setattr(attention, "varlen_attn", lambda *a, **k: None)
+    monkeypatch.setattr(attention, "VARLEN_TAKES_SCALE", True)
+    assert attention.packed_kernel(gpu_half, unequal, 0.3) == "torch_varlen"
+    assert attention.packed_kernel(gpu_half, equal, 0.3) == "batched_sdpa"
+    monkeypatch.setattr(attention, "VARLEN_TAKES_SCALE", False)
+    assert attention.packed_kernel(gpu_half, unequal, 64**-0.5) == "torch_varlen"
+    assert attention.packed_kernel(gpu_half, unequal, 0.3) == "per_item_sdpa"
+    cpu = torch.zeros(10, 4, 64, dtype=torch.bfloat16)
+    assert attention.packed_kernel(cpu, unequal, 64**-0.5) == "per_item_sdpa"

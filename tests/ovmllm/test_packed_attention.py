@@ -33,7 +33,11 @@ def samples(lengths: list[int]) -> list[tuple[list[int], list[int]]]:
     return out
 
 
-@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize(
+    "attn_implementation",
+    # flex_attention compiles for ~30 s on CPU (forward only there; the GPU check trains it)
+    ["eager", "sdpa", pytest.param("flex_attention", marks=pytest.mark.slow)],
+)
 @torch.no_grad()
 def test_packed_logits_and_loss_equal_one_sample_at_a_time(attn_implementation):
     model = tiny_model(attn_implementation)
@@ -45,6 +49,22 @@ def test_packed_logits_and_loss_equal_one_sample_at_a_time(attn_implementation):
     torch.testing.assert_close(packed.logits, torch.cat([out.logits for out in alone]))
     torch.testing.assert_close(packed.loss_sum, sum(out.loss_sum for out in alone))
     assert int(packed.num_tokens) == sum(int(out.num_tokens) for out in alone)
+
+
+@torch.no_grad()
+def test_supervised_logits_are_the_same_when_the_llm_keeps_only_shared_positions(monkeypatch):
+    """transformers 5.17 (the GPU image's) takes no per-row `logits_to_keep`: the model asks for
+    the union of kept positions and picks each row's own; the rows must be the same."""
+    import ovmllm.model
+
+    model = tiny_model("sdpa")
+    batch = collate([samples([7, 12]), samples([5, 3, 8])], pad_id=0)
+    per_row = model(**batch)
+    monkeypatch.setattr(ovmllm.model, "LOGITS_KEEP_PER_ROW", False)
+    shared = model(**batch)
+    assert per_row.logits.shape[0] == int(per_row.num_tokens) == shared.logits.shape[0]
+    torch.testing.assert_close(shared.logits, per_row.logits)
+    torch.testing.assert_close(shared.loss_sum, per_row.loss_sum)
 
 
 def test_attention_implementation_is_validated_and_saved(tmp_path):

@@ -11,6 +11,15 @@ from ovmllm.cli import main
 from ovmllm.quickstart import training_rows, wilson
 
 
+def test_the_default_config_is_the_dataclass_defaults():
+    """`ovmllm config quickstart` documents what `make quickstart` runs: configs/quickstart.yaml
+    changes none of QuickstartConfig's defaults."""
+    from ovmllm.config import load_config
+    from ovmllm.quickstart import QuickstartConfig
+
+    assert load_config(QuickstartConfig, "configs/quickstart.yaml", []) == QuickstartConfig()
+
+
 def test_wilson_interval_matches_known_values():
     low, high = wilson(8, 10)  # a textbook case: 0.8 of 10 -> [0.490, 0.943]
     assert abs(low - 0.490) < 1e-3 and abs(high - 0.943) < 1e-3

@@ -1,11 +1,13 @@
 """Encoder pretraining runs against each other: stop + resume against a straight run (the same
 losses and weights, exactly), and 2 ranks with sharded centres (`torchrun`, gloo, ZeRO-2)
 against 1 rank holding every centre with the same global batch (the same losses, encoder
-weights and, concatenated, centres: the shards were never averaged across ranks)."""
+weights and, concatenated, centres: the shards were never averaged across ranks), also when one
+rank's whole share of a step failed to load."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file
 
 from encoder.onevision import OneVisionEncoderModel
@@ -20,6 +23,9 @@ from tests.train.conftest import child_env
 from tests.train.test_pretrain_encoder import labelled_data, write_config
 from train.metrics import read_metrics
 from train.pretrain.config import load_pretrain
+from train.pretrain.data import PretrainSamples
+from train.pretrain.encoder import PooledEncoder, load_encoder
+from train.pretrain.labels import read_source
 from train.pretrain.recipe import pretrain
 from train.stopping import EX_TEMPFAIL
 
@@ -89,7 +95,13 @@ def test_sigterm_saves_exits_75_and_resume_auto_replays_the_straight_run(
     (saved,) = (run / "checkpoints").iterdir()
     assert 2 <= int(saved.name.removeprefix("step_")) < 30 and not (run / "export").exists()
     assert pretrain(load_pretrain(path, [*long, "resume=auto"]))["export"]
-    assert losses(run) == losses(tmp_path / "a" / "run")
+    # The steps before the signal ran in another process: in the full suite, the same float32
+    # step there and here differed in the last bit (43.923653 vs 43.923649 at step 3; never when
+    # this file ran alone), so not bit-equality here. Exact replay within one process is the test
+    # above; a replay error (data position, RNG, schedule) moves the losses by far more than this.
+    torch.testing.assert_close(
+        torch.tensor(losses(run)), torch.tensor(losses(tmp_path / "a" / "run")), rtol=1e-5, atol=0
+    )
 
 
 def test_two_ranks_with_sharded_centres_match_one_rank(tmp_path_factory, tmp_path):
@@ -138,3 +150,54 @@ def centres_at_start(head: str, shape: torch.Size) -> torch.Tensor:
 
     banks = build_centre_banks({head: shape[0]}, shape[1], seed=0)
     return banks[head].weight.detach()
+
+
+def torchrun_pretrain(config: Path, *overrides: str) -> dict:
+    """`ovmllm pretrain-encoder` on 2 ranks (torchrun, gloo); its summary."""
+    run = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "ovmllm",
+         "pretrain-encoder", str(config), *overrides],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_a_rank_whose_whole_share_failed_steps_with_the_other(tmp_path_factory, tmp_path):
+    """Step 0's samples at global positions 8-15, all of rank 1's share at 2 x 8, are made
+    unreadable. Rank 1 then encodes one black cell and adds 0 x its output to the loss, so ZeRO's
+    gradient reduction finds every parameter on both ranks; the run goes on and matches 1 rank,
+    which rejects the same 8 samples."""
+    data = labelled_data(tmp_path_factory.getbasetemp())
+    media = tmp_path / "media"
+    shutil.copytree(data / "media", media)
+    one = write_config(tmp_path / "one" / "tiny.yaml", data)
+    stage = yaml.safe_load(one.read_text())
+    stage["max_rejected_fraction"] = 1.0  # 8 of the first 16 fail on purpose
+    for source in stage["sources"]:
+        source["root"] = str(media)
+    stage["media"]["cache_dir"] = str(tmp_path / "cache")  # no selection from before the damage
+    one.write_text(yaml.safe_dump(stage))
+    cfg = load_pretrain(one, SHORT)
+    sources = [read_source(source) for source in cfg.sources]
+    samples = PretrainSamples(cfg, sources, PooledEncoder(load_encoder(cfg.encoder, 0)).spec)
+    order = samples.order(0)
+    damaged = []
+    for position in range(8, 16):
+        source, row = samples.index[int(order[position])]
+        damaged.append(sources[source].sample_ids[row])
+        (media / damaged[-1]).write_bytes(b"unreadable")
+
+    first = pretrain(cfg)
+    two = tmp_path / "two" / "tiny.yaml"
+    two.parent.mkdir()
+    two.write_text(one.read_text().replace(str(tmp_path / "one"), str(tmp_path / "two")))
+    second = torchrun_pretrain(two, *SHORT, "batch_size=8")
+    assert second["world_size"] == 2 and second["steps"] == first["steps"] == STEPS
+    failed = {sample for ids in second["rejected_ids"].values() for sample in ids}
+    assert set(damaged) <= failed
+    assert second["rejected"] == first["rejected"]
+    torch.testing.assert_close(
+        torch.tensor(losses(tmp_path / "two" / "run")),
+        torch.tensor(losses(tmp_path / "one" / "run")), rtol=1e-4, atol=1e-4,
+    )  # fmt: skip

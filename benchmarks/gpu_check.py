@@ -187,7 +187,7 @@ VIDEO_TOKEN, IMAGE_TOKEN = 5, 6  # placeholder ids (any ids below the vocabulary
 
 def multimodal_model(ctx: Context, llm: dict, kernel: str, tower: str) -> OVMLLMForCausalLM:
     """OV-Encoder (`tower` size) + mlp2x_gelu + a random Qwen3 of shape `llm`, built on the
-    device in its dtype."""
+    device, its parameters in the check's dtype."""
     from transformers import AutoModelForCausalLM, Qwen3Config
 
     torch.manual_seed(0)
@@ -201,7 +201,11 @@ def multimodal_model(ctx: Context, llm: dict, kernel: str, tower: str) -> OVMLLM
             vision_token_ids={"video": VIDEO_TOKEN, "image": IMAGE_TOKEN},
         )
         model = OVMLLMForCausalLM(config, llm=llm_model, tower=build_tower(tower_cfg))
-    return model.to(ctx.device, ctx.dtype)
+    # parameters in the step's dtype, buffers kept in float32, as DeepSpeed's bf16 mode does it:
+    # a bf16 copy of the LLM's RoPE inverse frequencies would shift angles at long positions
+    for param in model.parameters():
+        param.data = param.data.to(ctx.dtype)
+    return model
 
 
 def text_samples(lengths, vocab: int, gen) -> list[tuple[list[int], list[int]]]:

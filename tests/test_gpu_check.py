@@ -92,6 +92,8 @@ def test_model_flops_count_the_real_shapes():
     visual = [gpu_check.codec_item(10_368, 36, gen) for _ in range(2)]
     flops = gpu_check.model_flops(model, [10_528, 10_528], visual, supervised=128)
     params = flops["parameters"]
+    assert model.llm.model.rotary_emb.inv_freq.dtype == torch.float32  # as under DeepSpeed bf16
+    assert model.llm.model.layers[0].mlp.up_proj.weight.dtype == torch.bfloat16
     assert round(params["llm"] / 1e9, 2) == 0.44
     block = sum(p.numel() for p in model.tower.model.encoder.layers[0].parameters())
     assert params["tower"] > 23 * block > params["tower"] - 2 * block

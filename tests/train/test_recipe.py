@@ -229,7 +229,16 @@ def test_two_ranks_with_and_without_media_under_zero3_do_not_hang(toy_data, init
     assert any(".layers.0." in k for k in changed)  # the partitioned tower trained
 
 
-def test_bf16_with_gradient_checkpointing_trains_and_exports_bf16(toy_data, init_folder, tmp_path):
+def test_bf16_with_gradient_checkpointing_trains_and_exports_bf16(
+    toy_data, init_folder, tmp_path, monkeypatch
+):
+    from train import recipe
+
+    built = []  # the model the engine trains, to read its dtypes after the run
+    initial_model = recipe.initial_model
+    monkeypatch.setattr(
+        recipe, "initial_model", lambda cfg: built.append(initial_model(cfg)) or built[-1]
+    )
     changes = dict(
         precision="bf16",
         gradient_checkpointing=True,
@@ -244,6 +253,12 @@ def test_bf16_with_gradient_checkpointing_trains_and_exports_bf16(toy_data, init
     assert summary["steps"] == 3 and all(0 < r["loss"] < 20 for r in rows)
     export = OVMLLMForCausalLM.from_pretrained(tmp_path / "run" / "export")
     assert export.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    # weights trained in bf16, but the LLM's RoPE inverse frequencies stayed float32 (DeepSpeed
+    # casts parameters only): in bf16, angles at position 10,000 would be off by up to ~20 rad
+    (model,) = built
+    assert model.llm.get_input_embeddings().weight.dtype == torch.bfloat16
+    rope = [m.inv_freq for m in model.llm.modules() if hasattr(m, "inv_freq")]
+    assert rope and all(inv_freq.dtype == torch.float32 for inv_freq in rope)
     for step in ("step_0000002", "step_0000003"):  # each checkpoint carries the resolved config
         saved = tmp_path / "run" / "checkpoints" / step / "stage_config.yaml"
         assert load_stage(saved).precision == "bf16"

@@ -10,6 +10,8 @@ if compgen -G ".gpu/wheels/*.whl" >/dev/null; then
         --target "$site" .gpu/wheels/*.whl
     export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 fi
+# nothing outside the machine can be reached: no hub lookups that would wait for a timeout
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 out="${OUT:-runs}"
 mkdir -p "$out"
 PYTHONUNBUFFERED=1 python3 benchmarks/gpu_check.py --out "$out/gpu_check.json" \

@@ -73,6 +73,24 @@ def test_a_broken_part_is_recorded_and_the_others_still_run(tmp_path, monkeypatc
     assert not list(tmp_path.glob("*.tmp*"))  # written whole, under its name
 
 
+def test_a_broken_variant_keeps_the_figures_of_the_others(tmp_path, monkeypatch):
+    timed_steps = gpu_check._timed_steps
+
+    def no_memory_without_checkpointing(ctx, kernel, checkpointing, breakdown):
+        if not checkpointing:
+            raise torch.OutOfMemoryError("CUDA out of memory (stand-in)")
+        return timed_steps(ctx, kernel, checkpointing, breakdown)
+
+    monkeypatch.setattr(gpu_check, "_timed_steps", no_memory_without_checkpointing)
+    out = tmp_path / "report.json"
+    assert gpu_check.main(["--dry-run", "--parts", "c", "--out", str(out)]) == 0
+    step = json.loads(out.read_text())["parts"]["c"]
+    assert step["status"] == "ok" and step["sdpa"]["status"] == "ok"
+    assert step["sdpa_no_checkpointing"]["status"] == "failed"
+    assert "out of memory" in step["sdpa_no_checkpointing"]["error"]
+    assert step["fastest"] == "sdpa"
+
+
 def test_unknown_part_and_missing_gpu_are_refused(capsys):
     with pytest.raises(SystemExit):
         gpu_check.main(["--dry-run", "--parts", "az"])

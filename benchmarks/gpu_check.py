@@ -36,7 +36,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -124,7 +124,6 @@ class Context:
     sizes: Sizes
     tokenizer: Path | None
     deadline: float  # perf_counter time after which optional variants are skipped
-    notes: list[str] = field(default_factory=list)
 
     @property
     def cuda(self) -> bool:

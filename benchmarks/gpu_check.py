@@ -632,7 +632,7 @@ def deepspeed_recipe(ctx: Context) -> dict:
         "steps": summary["steps"],
         "final_loss": summary["final_loss"],
         "exported": summary["export"] is not None,
-        "wall_s": seconds,
+        "train_s": seconds,
         "passed": passed,
     }
 

@@ -25,7 +25,6 @@ own torch and transformers: `bash benchmarks/gpu_check.sh` (README, "GPU check")
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import itertools
 import json
@@ -45,11 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the GPU image runs it from a plain checkout, not an install
 
 from connector import ConnectorConfig  # noqa: E402
-from encoder import OneVisionEncoderConfig, OneVisionEncoderModel  # noqa: E402
 from encoder.attention import PackedSequences, packed_kernel  # noqa: E402
 from encoder.files import write_text_atomic  # noqa: E402
 from encoder.packed import PackedVisualTokens  # noqa: E402
 from encoder.towers import TowerConfig, build_tower  # noqa: E402
+from encoder.towers.base import normalised_cells  # noqa: E402
 from ovmllm.chat_processor import IGNORE_INDEX  # noqa: E402
 from ovmllm.data.packing import collate  # noqa: E402
 from ovmllm.model import OVMLLMConfig, OVMLLMForCausalLM  # noqa: E402
@@ -173,10 +172,18 @@ def _item(kind, positions, grid, gen) -> PackedVisualTokens:
     )
 
 
-def encoder_inputs(item: PackedVisualTokens, ctx: Context) -> tuple[torch.Tensor, ...]:
-    """Pixels scaled to [-1, 1] (the tower normalises the same way), positions, cu_seqlens."""
-    pixels = (item.patches.to(ctx.device, torch.float32) / 127.5 - 1).to(ctx.dtype)
+def encoder_inputs(item: PackedVisualTokens, tower, ctx: Context) -> tuple[torch.Tensor, ...]:
+    """The encoder's inputs as the tower makes them: normalised pixels, positions, cu_seqlens."""
+    pixels = normalised_cells(item.to_device(ctx.device), tower.spec, ctx.dtype)
     return pixels, item.positions.to(ctx.device), item.cu_seqlens.to(ctx.device)
+
+
+def encoder_tower(ctx: Context):
+    """A random OV-Encoder tower of the check's size on the device, in its dtype, for inference."""
+    torch.manual_seed(0)
+    with torch.device(ctx.device):
+        tower = build_tower(TowerConfig(name="onevision", size=ctx.sizes.tower))
+    return tower.to(ctx.device, ctx.dtype).eval()
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -240,8 +247,8 @@ def packed_llm(ctx: Context) -> dict:
 
 
 def variant(ctx: Context, run: Callable[[], dict]) -> dict:
-    """One kernel or setting of a part: its result, or why it was skipped or failed (so one
-    broken variant never hides the figures of the others)."""
+    """A part, or one kernel or setting of a part: its result, or why it was skipped or failed
+    (so one broken part or variant never hides the figures of the others)."""
     try:
         return run()
     except Skip as exc:
@@ -317,14 +324,11 @@ def packed_encoder(ctx: Context) -> dict:
         for kind, n in sizes.encoder_items
     ]
     packed = PackedVisualTokens.concat(items)
-    torch.manual_seed(0)
-    with torch.device(ctx.device):
-        model = OneVisionEncoderModel(OneVisionEncoderConfig.from_size(sizes.tower))
-    model = model.to(ctx.device, ctx.dtype).eval()
+    tower = encoder_tower(ctx)
+    model = tower.model
     with torch.inference_mode():
-        pixels, positions, cu = encoder_inputs(packed, ctx)
-        out = model.features(pixels, positions, cu)
-        alone = torch.cat([model.features(*encoder_inputs(item, ctx)) for item in items])
+        out = model.features(*encoder_inputs(packed, tower, ctx))
+        alone = torch.cat([model.features(*encoder_inputs(item, tower, ctx)) for item in items])
     config = model.config
     head_dim = config.hidden_size // config.num_attention_heads
     probe = torch.empty(1, config.num_attention_heads, head_dim, device=ctx.device, dtype=ctx.dtype)
@@ -549,15 +553,13 @@ def encoder_throughput(ctx: Context) -> dict:
         ),
         f"{budget_frames} dense frames": grid_item("frames", budget_frames, sizes.grid, gen),
     }
-    torch.manual_seed(0)
-    with torch.device(ctx.device):
-        model = OneVisionEncoderModel(OneVisionEncoderConfig.from_size(sizes.tower))
-    model = model.to(ctx.device, ctx.dtype).eval()
+    tower = encoder_tower(ctx)
+    model = tower.model
     layer = -2  # the LLM's features: the last block is not run
     rows = {}
     with torch.inference_mode():
         for name, item in cases.items():
-            inputs = encoder_inputs(item, ctx)
+            inputs = encoder_inputs(item, tower, ctx)
             model.features(*inputs, layer=layer)  # warm-up
             times = []
             for _ in range(max(2, sizes.steps)):
@@ -651,21 +653,9 @@ PARTS: dict[str, tuple[str, Callable[[Context], dict]]] = {
 def run_part(key: str, ctx: Context) -> dict:
     title, fn = PARTS[key]
     start = time.perf_counter()
-    try:
-        result = {"status": "ok", **fn(ctx)}
-        if result.get("passed") is False:
-            result["status"] = "failed"
-    except Skip as exc:
-        result = {"status": "skipped", "reason": str(exc)}
-    except Exception as exc:  # a broken part is reported, and the others still run
-        result = {
-            "status": "failed",
-            "error": f"{type(exc).__name__}: {exc}"[:2000],
-            "traceback": traceback.format_exc()[-4000:],
-        }
-    finally:
-        if ctx.cuda:
-            torch.cuda.empty_cache()
+    result = variant(ctx, lambda: {"status": "ok", **fn(ctx)})  # a broken part: recorded
+    if result.get("passed") is False:
+        result["status"] = "failed"
     result["title"] = title
     result["wall_s"] = round(time.perf_counter() - start, 2)
     return result
@@ -806,5 +796,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    sys.exit(main())

@@ -25,7 +25,7 @@ try:
 except ImportError:  # pragma: no cover - older torch
     varlen_attn = None
 
-# torch 2.10's varlen_attn has no `scale` (it always uses head_dim ** -0.5); 2.13's has
+# an older torch's varlen_attn has no `scale` (it always uses head_dim ** -0.5); 2.13's has
 VARLEN_TAKES_SCALE = (
     varlen_attn is not None and "scale" in inspect.signature(varlen_attn).parameters
 )

@@ -242,8 +242,8 @@ class OVMLLMForCausalLM(PreTrainedModel):
         if labels is not None:
             keep = torch.zeros_like(labels, dtype=torch.bool)
             keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
-            columns = keep.any(0)
-            llm_kwargs["logits_to_keep"] = keep if LOGITS_KEEP_PER_ROW else columns.nonzero()[:, 0]
+            columns = None if LOGITS_KEEP_PER_ROW else keep.any(0)
+            llm_kwargs["logits_to_keep"] = keep if columns is None else columns.nonzero()[:, 0]
         out = self.llm(
             inputs_embeds=embeds,
             attention_mask=attention_mask,
@@ -253,7 +253,7 @@ class OVMLLMForCausalLM(PreTrainedModel):
         if labels is None:
             return OVMLLMOutput(logits=out.logits)
         logits = out.logits
-        if not LOGITS_KEEP_PER_ROW:  # [B, columns, V] → each row's own kept positions, in order
+        if columns is not None:  # [B, columns, V] → each row's own kept positions, in order
             logits = logits[keep[:, columns]]
         logits = logits.reshape(-1, logits.shape[-1])
         targets = labels[:, 1:][keep[:, :-1]]

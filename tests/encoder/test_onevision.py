@@ -283,7 +283,7 @@ def test_the_block_compiles_without_graph_breaks(model):
 
 def test_packed_kernel_takes_torch_varlen_only_where_it_computes_the_same(monkeypatch):
     """GPU half precision with unequal items: torch's varlen kernel; one without a `scale`
-    argument (torch 2.10) only at the default scale; equal items: one batched SDPA; CPU: per
+    argument (an older torch) only at the default scale; equal items: one batched SDPA; CPU: per
     item. Only the tensors' device, dtype and shape are read, so stand-ins do on a CPU."""
     from types import SimpleNamespace
 
